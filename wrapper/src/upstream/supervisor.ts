@@ -1,0 +1,196 @@
+// Runs `kanidmd server -c <config>` and keeps it healthy.
+//
+// - verifies the binary against its pin before every start
+// - forwards its output, line by line and redacted, into the JSON log
+// - probes GET /status every interval; not healthy within `timeout` -> restart
+// - crash -> restart with exponential backoff; repeated crashes are reported
+//   as a crash loop (log + metric), never silently swallowed
+// - exposes `healthy` so the proxy can answer 503 at once while it is down
+import { EventEmitter } from 'node:events';
+import { createInterface } from 'node:readline';
+import { execa, type ResultPromise } from 'execa';
+import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
+import { redactLine } from '../log.js';
+import { probeStatus } from './health.js';
+import { verifyPinned } from './pin.js';
+
+export interface SupervisorOptions {
+  bin: string;
+  config: string;
+  upstreamAddr: string;
+  dispatcher: Dispatcher;
+  compatibilityFile: string | null; // null: skip the pin check (tests of other binaries only)
+  intervalMs: number;
+  timeoutMs: number;
+  stopTimeoutMs?: number;
+  log: Logger;
+}
+
+export type UpstreamState = 'stopped' | 'starting' | 'healthy' | 'unhealthy' | 'backoff';
+
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 30_000;
+const STABLE_MS = 60_000; // healthy this long resets the backoff
+const CRASH_LOOP_COUNT = 5;
+const CRASH_LOOP_WINDOW_MS = 120_000;
+
+export class Supervisor extends EventEmitter {
+  state: UpstreamState = 'stopped';
+  restarts = 0;
+  crashLoop = false;
+  private child: ResultPromise | null = null;
+  private stopping = false;
+  private backoffMs = BACKOFF_MIN_MS;
+  private startedAt = 0;
+  private healthySince = 0;
+  private recentExits: number[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private lastHealthy = 0;
+
+  constructor(private o: SupervisorOptions) {
+    super();
+  }
+
+  get healthy(): boolean {
+    return this.state === 'healthy';
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  async start(): Promise<void> {
+    this.stopping = false;
+    await this.spawn();
+  }
+
+  /** Resolves once healthy, rejects if the timeout passes first. */
+  waitHealthy(timeoutMs = this.o.timeoutMs): Promise<void> {
+    if (this.healthy) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.off('healthy', ok);
+        reject(new Error(`upstream not healthy after ${timeoutMs} ms`));
+      }, timeoutMs);
+      const ok = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      this.once('healthy', ok);
+    });
+  }
+
+  private setState(s: UpstreamState) {
+    if (s === this.state) return;
+    const was = this.state;
+    this.state = s;
+    this.o.log.info({ from: was, to: s }, 'upstream state');
+    this.emit('state', s);
+    if (s === 'healthy') this.emit('healthy');
+  }
+
+  private async spawn(): Promise<void> {
+    if (this.o.compatibilityFile) await verifyPinned(this.o.bin, this.o.compatibilityFile);
+    this.setState('starting');
+    this.startedAt = Date.now();
+    const child = execa(this.o.bin, ['server', '-c', this.o.config], {
+      reject: false,
+      buffer: false,
+      stdin: 'ignore',
+      // Kanidm's own log level comes from server.toml; keep its env minimal.
+      env: { RUST_BACKTRACE: '0' },
+      extendEnv: true,
+      forceKillAfterDelay: false,
+    });
+    this.child = child;
+    for (const stream of [child.stdout, child.stderr]) {
+      if (!stream) continue;
+      createInterface({ input: stream }).on('line', (line) => {
+        if (line.trim()) this.o.log.info({ upstream_line: redactLine(line) }, 'upstream output');
+      });
+    }
+    this.o.log.info({ pid: child.pid, bin: this.o.bin }, 'upstream started');
+    void child.then((r) => this.onExit(child, r.exitCode, r.signal));
+    this.schedule(Math.min(200, this.o.intervalMs));
+  }
+
+  private schedule(ms: number) {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.tick(), ms);
+    this.timer.unref();
+  }
+
+  private async tick(): Promise<void> {
+    if (this.stopping || !this.child) return;
+    const child = this.child;
+    const ok = await probeStatus(this.o.upstreamAddr, this.o.dispatcher, Math.min(5_000, this.o.intervalMs * 2));
+    if (this.stopping || child !== this.child) return;
+    const now = Date.now();
+    if (ok) {
+      if (this.state !== 'healthy') this.healthySince = now;
+      if (now - this.healthySince > STABLE_MS) this.backoffMs = BACKOFF_MIN_MS;
+      this.setState('healthy');
+      this.lastHealthy = now;
+    } else {
+      if (this.state === 'healthy') this.setState('unhealthy');
+      const since = Math.max(this.lastHealthy, this.startedAt);
+      if (now - since > this.o.timeoutMs) {
+        this.o.log.error({ timeout_ms: this.o.timeoutMs }, 'upstream not healthy within timeout; restarting');
+        child.kill('SIGKILL');
+        return; // onExit schedules the restart
+      }
+    }
+    // Poll faster while starting so readiness is noticed quickly.
+    this.schedule(this.state === 'healthy' ? this.o.intervalMs : Math.min(250, this.o.intervalMs));
+  }
+
+  private onExit(child: ResultPromise, code: number | undefined, signal: string | undefined) {
+    if (child !== this.child) return;
+    this.child = null;
+    if (this.stopping) {
+      this.setState('stopped');
+      this.emit('stopped');
+      return;
+    }
+    const now = Date.now();
+    this.recentExits = [...this.recentExits.filter((t) => now - t < CRASH_LOOP_WINDOW_MS), now];
+    this.crashLoop = this.recentExits.length >= CRASH_LOOP_COUNT;
+    this.o.log.error(
+      { code, signal, restart_in_ms: this.backoffMs, crash_loop: this.crashLoop },
+      this.crashLoop ? 'upstream is crash-looping' : 'upstream exited unexpectedly',
+    );
+    this.setState('backoff');
+    this.emit('exit', { code, signal });
+    const delay = this.backoffMs;
+    this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
+    setTimeout(() => {
+      if (this.stopping) return;
+      this.restarts++;
+      this.emit('restart');
+      // A failed spawn (e.g. the binary no longer matches its pin) is fatal:
+      // the wrapper must not keep retrying something it refuses to run.
+      this.spawn().catch((err) => {
+        this.o.log.error({ err: String(err) }, 'upstream restart failed');
+        this.setState('stopped');
+        this.emit('fatal', err);
+      });
+    }, delay).unref();
+  }
+
+  /** SIGTERM, then SIGKILL after stopTimeoutMs. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    const child = this.child;
+    if (!child) {
+      this.setState('stopped');
+      return;
+    }
+    const done = new Promise<void>((r) => this.once('stopped', () => r()));
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), this.o.stopTimeoutMs ?? 10_000);
+    await done;
+    clearTimeout(t);
+  }
+}
