@@ -1,0 +1,85 @@
+// The CLI as an operator runs it: a separate process, exit codes and stderr.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const cli = path.resolve('wrapper/src/cli.ts');
+let dir: string;
+
+function kiwi(args: string[], env: Record<string, string> = {}) {
+  return spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+  });
+}
+
+before(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-cli-'));
+  for (const [name, mode] of [['tls.crt', 0o644], ['tls.key', 0o600], ['jwt-private.pem', 0o600], ['jwt-public.pem', 0o644]] as const) {
+    fs.writeFileSync(path.join(dir, name), 'x\n');
+    fs.chmodSync(path.join(dir, name), mode);
+  }
+  fs.writeFileSync(
+    path.join(dir, 'good.toml'),
+    ['listen_addr = "127.0.0.1:9443"', 'tls_cert = "tls.crt"', 'tls_key = "tls.key"', 'jwt_private_key = "jwt-private.pem"', 'jwt_public_key = "jwt-public.pem"'].join('\n'),
+  );
+});
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+test('check-config accepts a valid file (via --config and via KIWI_CONFIG)', () => {
+  const good = path.join(dir, 'good.toml');
+  const r = kiwi(['check-config', '--config', good]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /config OK/);
+  assert.equal(kiwi(['check-config'], { KIWI_CONFIG: good }).status, 0);
+});
+
+test('check-config refuses bad input with one line naming file and key, exit 2', () => {
+  const cases: [string, string][] = [
+    ['health_check_interval = "5 seconds"', 'health_check_interval'],
+    ['bogus_key = 1', 'bogus_key'],
+    ['upstream_addr = "http://127.0.0.1:8443"', 'upstream_addr'],
+    ['listen_addr = "no-port"', 'listen_addr'],
+  ];
+  for (const [line, key] of cases) {
+    const file = path.join(dir, `bad-${key}.toml`);
+    const base = fs.readFileSync(path.join(dir, 'good.toml'), 'utf8').split('\n').filter((l) => !l.startsWith(`${key} `));
+    fs.writeFileSync(file, [...base, line].join('\n'));
+    const r = kiwi(['check-config', '-c', file]);
+    assert.equal(r.status, 2, `${key}: ${r.stdout}${r.stderr}`);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, r.stderr);
+    assert.ok(lines[0].includes(`${file}: ${key}: `), lines[0]);
+  }
+});
+
+test('check-config refuses a world-readable JWT private key', () => {
+  const key = path.join(dir, 'jwt-private.pem');
+  fs.chmodSync(key, 0o644);
+  try {
+    const r = kiwi(['check-config', '-c', path.join(dir, 'good.toml')]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /jwt_private_key: .*readable by group\/others/);
+  } finally {
+    fs.chmodSync(key, 0o600);
+  }
+});
+
+test('version prints wrapper and pinned upstream versions as JSON', () => {
+  const r = kiwi(['version']);
+  assert.equal(r.status, 0, r.stderr);
+  const v = JSON.parse(r.stdout);
+  assert.equal(v.wrapper, JSON.parse(fs.readFileSync('package.json', 'utf8')).version);
+  assert.match(v.upstream, /^kanidm \S+$/);
+});
+
+test('kanidm passthrough reports a missing upstream CLI clearly (exit 127)', () => {
+  const file = path.join(dir, 'nocli.toml');
+  fs.writeFileSync(file, fs.readFileSync(path.join(dir, 'good.toml'), 'utf8') + '\nupstream_cli = "/nonexistent/kanidm"\n');
+  const r = kiwi(['-c', file, 'kanidm', 'person', 'list']);
+  assert.equal(r.status, 127);
+  assert.match(r.stderr, /upstream CLI \/nonexistent\/kanidm not found \(upstream_cli in /);
+});

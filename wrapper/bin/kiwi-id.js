@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+// Entry point: the compiled CLI (npm run build). Development and tests may run
+// wrapper/src/cli.ts through tsx instead.
+import { buildCli } from '../dist/cli.js';
+await buildCli().parseAsync(process.argv);

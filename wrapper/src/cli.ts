@@ -1,0 +1,95 @@
+// kiwi-id command line. Subcommands that exist are complete; `run` (the
+// supervised proxy + issuer) waits for a buildable upstream, see README.
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+import { ConfigError, loadConfig, type KiwiConfig } from './config.js';
+import { readPin } from './upstream/pin.js';
+import { readServerToml } from './upstream/files.js';
+
+const DEFAULT_CONFIG = '/etc/kiwi/config.toml';
+const here = dirname(fileURLToPath(import.meta.url));
+const packageRoot = join(here, '..', '..');
+
+function configPath(opt?: string): string {
+  return opt ?? process.env.KIWI_CONFIG ?? DEFAULT_CONFIG;
+}
+
+/** Loads the config or exits 2 with the one-line error (key and file named). */
+function loadOrExit(path: string): KiwiConfig {
+  try {
+    return loadConfig(path);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`kiwi-id: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}
+
+function wrapperVersion(): string {
+  return JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version;
+}
+
+export function buildCli(): Command {
+  const program = new Command('kiwi-id')
+    .description('Kiwi ID: KiwiStack identity provider in front of an unmodified Kanidm')
+    .option('-c, --config <file>', `wrapper config (default $KIWI_CONFIG or ${DEFAULT_CONFIG})`);
+
+  program
+    .command('check-config')
+    .description('validate the config and the files it names, then exit')
+    .action(() => {
+      const file = configPath(program.opts().config);
+      const cfg = loadOrExit(file);
+      process.stdout.write(`kiwi-id: config OK: ${cfg.config_file}\n`);
+    });
+
+  program
+    .command('version')
+    .description('print wrapper and pinned upstream versions')
+    .action(() => {
+      const compat = [process.env.KIWI_COMPATIBILITY_FILE, join(packageRoot, 'compatibility.toml'), '/opt/kiwi/compatibility.toml']
+        .filter((p): p is string => !!p)
+        .find((p) => existsSync(p));
+      const pin = compat ? readPin(compat) : undefined;
+      process.stdout.write(
+        JSON.stringify({ wrapper: wrapperVersion(), upstream: pin ? `${pin.name} ${pin.version}` : 'unknown' }) + '\n',
+      );
+    });
+
+  program
+    .command('kanidm')
+    .description('run the upstream kanidm CLI against the local Kanidm (args passed through)')
+    .allowUnknownOption(true)
+    .helpOption(false)
+    .argument('[args...]')
+    .action((args: string[]) => {
+      const cfg = loadOrExit(configPath(program.opts().config));
+      if (!existsSync(cfg.upstream_cli)) {
+        process.stderr.write(`kiwi-id: upstream CLI ${cfg.upstream_cli} not found (upstream_cli in ${cfg.config_file})\n`);
+        process.exit(127);
+      }
+      const ca = cfg.upstream_ca ?? readServerToml(cfg.upstream_config).tlsCa;
+      // The CLI reads its server URL and CA from these variables, so the
+      // operator never has to type them; stdin/tty are inherited.
+      const child = spawn(cfg.upstream_cli, args, {
+        stdio: 'inherit',
+        env: { ...process.env, KANIDM_URL: cfg.upstream_addr, KANIDM_CA_PATH: ca },
+      });
+      child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 : 1)));
+      child.on('error', (err) => {
+        process.stderr.write(`kiwi-id: cannot run ${cfg.upstream_cli}: ${err.message}\n`);
+        process.exit(126);
+      });
+    });
+
+  return program;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  await buildCli().parseAsync(process.argv);
+}
