@@ -83,3 +83,21 @@ test('kanidm passthrough reports a missing upstream CLI clearly (exit 127)', () 
   assert.equal(r.status, 127);
   assert.match(r.stderr, /upstream CLI \/nonexistent\/kanidm not found \(upstream_cli in /);
 });
+
+test('client add/list through the real CLI: secret shown once, only its hash stored', () => {
+  const file = path.join(dir, 'clients.toml');
+  const cfg = path.join(dir, 'with-clients.toml');
+  fs.writeFileSync(cfg, fs.readFileSync(path.join(dir, 'good.toml'), 'utf8') + `\n[clients]\nfile = "${file}"\n`);
+  const add = kiwi(['-c', cfg, 'client', 'add', 'kiwi-mail', '--redirect-uri', 'https://mail.example.com/callback']);
+  assert.equal(add.status, 0, add.stderr);
+  const secret = /client_secret: (\S+)/.exec(add.stdout)?.[1];
+  assert.ok(secret && secret.length >= 40, add.stdout);
+  const stored = fs.readFileSync(file, 'utf8');
+  assert.ok(!stored.includes(secret), 'plaintext secret must not be stored');
+  assert.match(stored, /scrypt\$/);
+  assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+  const list = kiwi(['-c', cfg, 'client', 'list']);
+  assert.equal(list.status, 0, list.stderr);
+  assert.match(list.stdout, /kiwi-mail/);
+  assert.ok(!list.stdout.includes('scrypt$') && !list.stdout.includes(secret));
+});

@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { registerClientCommands } from './client-cli.js';
 import { ConfigError, loadConfig, type KiwiConfig } from './config.js';
 import { readPin } from './upstream/pin.js';
 import { readServerToml } from './upstream/files.js';
@@ -86,6 +87,8 @@ export function buildCli(): Command {
         process.exit(126);
       });
     });
+
+  registerClientCommands(program, () => loadOrExit(configPath(program.opts().config)).clients.file);
 
   return program;
 }
