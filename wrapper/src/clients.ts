@@ -7,6 +7,7 @@ import { createPublicKey, type JsonWebKey, randomBytes, scrypt, scryptSync, timi
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse, stringify, TomlError } from 'smol-toml';
+import { replaceFileAtomic } from './atomic-file.js';
 
 // ---------------------------------------------------------------------------
 // Types
@@ -531,34 +532,8 @@ export function saveClients(file: string, clients: readonly ClientRecord[]): voi
     if (e instanceof ClientError) throw ClientsFileError.from(file, e);
     throw e;
   }
-  const target = path.resolve(file);
-  const dir = path.dirname(target);
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const tmp = path.join(dir, `.${path.basename(target)}.${randomBytes(8).toString('hex')}.tmp`);
-  let published = false;
-  try {
-    const fd = fs.openSync(tmp, 'wx', 0o600);
-    try {
-      fs.fchmodSync(fd, 0o600);
-      fs.writeFileSync(fd, text);
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, target);
-    published = true;
-  } finally {
-    if (!published) fs.rmSync(tmp, { force: true });
-  }
-  let dfd: number | undefined;
-  try {
-    dfd = fs.openSync(dir, 'r');
-    fs.fsyncSync(dfd);
-  } catch {
-    // Directory fsync is not supported everywhere; the rename is atomic regardless.
-  } finally {
-    if (dfd !== undefined) fs.closeSync(dfd);
-  }
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 });
+  replaceFileAtomic(file, text, 0o600);
 }
 
 // ---------------------------------------------------------------------------

@@ -11,13 +11,13 @@ import {
   createPrivateKey,
   createPublicKey,
   generateKeyPair,
-  randomBytes,
   type KeyObject,
 } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { calculateJwkThumbprint, type JWK } from 'jose';
+import { fsyncDir, writeTemp } from './atomic-file.js';
 
 /** Algorithms a loaded key can carry (derived from the key type, never configured). */
 export type SigningAlg = 'ES256' | 'ES384' | 'EdDSA' | 'RS256';
@@ -85,16 +85,7 @@ export function writeNewFilesAtomic(files: readonly NewFile[]): void {
     for (const f of files) {
       const target = path.resolve(f.path);
       if (fs.existsSync(target)) throw new Error(`${f.path}: already exists, refusing to overwrite`);
-      const tmp = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(8).toString('hex')}.tmp`);
-      const fd = fs.openSync(tmp, 'wx', f.mode);
-      temps.push(tmp);
-      try {
-        fs.fchmodSync(fd, f.mode);
-        fs.writeFileSync(fd, f.data);
-        fs.fsyncSync(fd);
-      } finally {
-        fs.closeSync(fd);
-      }
+      temps.push(writeTemp(target, f.data, f.mode));
     }
     for (let i = 0; i < files.length; i++) {
       const target = path.resolve(files[i]!.path);
@@ -106,18 +97,6 @@ export function writeNewFilesAtomic(files: readonly NewFile[]): void {
     }
   } finally {
     for (const t of temps) if (t) fs.rmSync(t, { force: true });
-  }
-}
-
-function fsyncDir(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(dir, 'r');
-    fs.fsyncSync(fd);
-  } catch {
-    // Not supported on every platform/filesystem; the rename is still atomic.
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd);
   }
 }
 
