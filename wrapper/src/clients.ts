@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parse, stringify, TomlError } from 'smol-toml';
 import { replaceFileAtomic } from './atomic-file.js';
+import { isTable, tomlType, type Table } from './toml-types.js';
 
 // ---------------------------------------------------------------------------
 // Types
@@ -230,22 +231,6 @@ export async function verifySecretAsync(secret: string, encoded: string): Promis
 // ---------------------------------------------------------------------------
 // Validation
 
-type Table = Record<string, unknown>;
-
-function isTable(v: unknown): v is Table {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
-}
-
-function typeName(v: unknown): string {
-  if (typeof v === 'number') return Number.isInteger(v) ? 'integer' : 'float';
-  if (typeof v === 'bigint') return 'integer';
-  if (Array.isArray(v)) return 'array';
-  if (v instanceof Date) return 'datetime';
-  if (v === null) return 'null';
-  if (isTable(v)) return 'table';
-  return typeof v;
-}
-
 export const CLIENT_ID_RE = /^[a-z0-9][a-z0-9._-]{1,63}$/;
 const CLIENT_KEYS = [
   'client_id', 'client_name', 'redirect_uris', 'post_logout_redirect_uris', 'grant_types',
@@ -291,7 +276,7 @@ class Entry {
   optionalString(key: string): string | undefined {
     const v = this.table[key];
     if (v === undefined) return undefined;
-    if (typeof v !== 'string') throw this.error(key, `expected a string, got ${typeName(v)}`);
+    if (typeof v !== 'string') throw this.error(key, `expected a string, got ${tomlType(v)}`);
     if (v === '') throw this.error(key, 'must not be empty');
     return v;
   }
@@ -299,11 +284,11 @@ class Entry {
   optionalStringArray(key: string, allowEmpty: boolean): string[] | undefined {
     const v = this.table[key];
     if (v === undefined) return undefined;
-    if (!Array.isArray(v)) throw this.error(key, `expected an array of strings, got ${typeName(v)}`);
+    if (!Array.isArray(v)) throw this.error(key, `expected an array of strings, got ${tomlType(v)}`);
     if (!allowEmpty && v.length === 0) throw this.error(key, 'must not be an empty array (omit the key instead)');
     const seen = new Set<string>();
     v.forEach((item, i) => {
-      if (typeof item !== 'string') throw this.error(key, `entry ${i}: expected a string, got ${typeName(item)}`);
+      if (typeof item !== 'string') throw this.error(key, `entry ${i}: expected a string, got ${tomlType(item)}`);
       if (item === '') throw this.error(key, `entry ${i}: must not be empty`);
       if (seen.has(item)) throw this.error(key, `entry ${i}: duplicate ${JSON.stringify(item)}`);
       seen.add(item);
@@ -330,12 +315,12 @@ class Entry {
 }
 
 function validateJwks(entry: Entry, v: unknown): Jwks {
-  if (!isTable(v)) throw entry.error('jwks', `expected a table with a "keys" array, got ${typeName(v)}`);
+  if (!isTable(v)) throw entry.error('jwks', `expected a table with a "keys" array, got ${tomlType(v)}`);
   for (const k of Object.keys(v)) if (k !== 'keys') throw entry.error('jwks', `unknown member ${JSON.stringify(k)}`);
   const keys = v.keys;
   if (!Array.isArray(keys) || keys.length === 0) throw entry.error('jwks', 'expected a non-empty "keys" array');
   keys.forEach((jwk, i) => {
-    if (!isTable(jwk)) throw entry.error('jwks', `keys[${i}]: expected a table, got ${typeName(jwk)}`);
+    if (!isTable(jwk)) throw entry.error('jwks', `keys[${i}]: expected a table, got ${tomlType(jwk)}`);
     if (typeof jwk.kty !== 'string') throw entry.error('jwks', `keys[${i}]: "kty" is required`);
     for (const priv of ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k']) {
       if (priv in jwk) throw entry.error('jwks', `keys[${i}]: contains private key material ("${priv}"); publish public keys only`);
@@ -357,12 +342,12 @@ function validateJwks(entry: Entry, v: unknown): Jwks {
  */
 export function validateClient(raw: unknown, index: number | string = 0): ClientRecord {
   const label = String(index);
-  if (!isTable(raw)) throw new ClientError(label, undefined, `expected a table, got ${typeName(raw)}`);
+  if (!isTable(raw)) throw new ClientError(label, undefined, `expected a table, got ${tomlType(raw)}`);
   const e = new Entry(raw, label);
 
   const idRaw = raw.client_id;
   if (idRaw === undefined) throw e.error('client_id', 'is required');
-  if (typeof idRaw !== 'string') throw e.error('client_id', `expected a string, got ${typeName(idRaw)}`);
+  if (typeof idRaw !== 'string') throw e.error('client_id', `expected a string, got ${tomlType(idRaw)}`);
   if (!CLIENT_ID_RE.test(idRaw)) {
     throw e.error('client_id', `${JSON.stringify(idRaw)} must match ${CLIENT_ID_RE.source} (lowercase letters, digits, ".", "_", "-"; 2-64 characters)`);
   }
@@ -404,7 +389,7 @@ export function validateClient(raw: unknown, index: number | string = 0): Client
     if (hash === undefined) {
       throw e.error('client_secret_hash', `is required for token_endpoint_auth_method "${method}" (use "kiwi-id client rotate-secret")`);
     }
-    if (typeof hash !== 'string') throw e.error('client_secret_hash', `expected a string, got ${typeName(hash)}`);
+    if (typeof hash !== 'string') throw e.error('client_secret_hash', `expected a string, got ${tomlType(hash)}`);
     if (!isSecretHash(hash)) {
       throw e.error('client_secret_hash', 'is not a hash made by kiwi-id (expected scrypt$N$r$p$salt$hash); never store plaintext secrets');
     }
@@ -481,7 +466,7 @@ export function parseClients(text: string, file: string): ClientRecord[] {
   }
   const list = top.client ?? [];
   if (!Array.isArray(list)) {
-    throw new ClientsFileError(file, undefined, 'client', `expected [[client]] tables, got ${typeName(list)}`);
+    throw new ClientsFileError(file, undefined, 'client', `expected [[client]] tables, got ${tomlType(list)}`);
   }
   try {
     return validateClients(list);

@@ -6,6 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import { parseByteSize, parseDuration } from './duration.js';
+import { isTable, tomlType, type Table } from './toml-types.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 
 export class ConfigError extends Error {
@@ -81,22 +82,6 @@ const TOKEN_DEFAULTS: TokenTtls = {
   id_token_ttl: 900,
   session_ttl: 3600,
 };
-
-type Table = Record<string, unknown>;
-
-function isTable(v: unknown): v is Table {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
-}
-
-/** TOML type name of a parsed value, for "expected X, got Y" messages. */
-function tomlType(v: unknown): string {
-  if (typeof v === 'number') return Number.isInteger(v) ? 'integer' : 'float';
-  if (typeof v === 'bigint') return 'integer';
-  if (Array.isArray(v)) return 'array';
-  if (v instanceof Date) return 'datetime';
-  if (isTable(v)) return 'table';
-  return typeof v;
-}
 
 const errorCode = (e: unknown): string => (e as NodeJS.ErrnoException)?.code ?? String(e);
 
