@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parse, stringify, TomlError } from 'smol-toml';
 import { replaceFileAtomic } from './atomic-file.js';
-import { isTable, tomlType, type Table } from './toml-types.js';
+import { isTable, TableReader, tomlType, type Table } from './toml-types.js';
 
 // ---------------------------------------------------------------------------
 // Types
@@ -263,22 +263,16 @@ export function redirectUriProblem(s: string): string | undefined {
 }
 
 /** Key-scoped reader over one client table; errors name client and key. */
-class Entry {
+class Entry extends TableReader {
   constructor(
-    readonly table: Table,
+    table: Table,
     public label: string,
-  ) {}
+  ) {
+    super(table);
+  }
 
   error(key: string, problem: string): ClientError {
     return new ClientError(this.label, key, problem);
-  }
-
-  optionalString(key: string): string | undefined {
-    const v = this.table[key];
-    if (v === undefined) return undefined;
-    if (typeof v !== 'string') throw this.error(key, `expected a string, got ${tomlType(v)}`);
-    if (v === '') throw this.error(key, 'must not be empty');
-    return v;
   }
 
   optionalStringArray(key: string, allowEmpty: boolean): string[] | undefined {

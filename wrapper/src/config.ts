@@ -6,7 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import { parseByteSize, parseDuration } from './duration.js';
-import { isTable, tomlType, type Table } from './toml-types.js';
+import { isTable, TableReader, tomlType, type Table } from './toml-types.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 
 export class ConfigError extends Error {
@@ -86,13 +86,15 @@ const TOKEN_DEFAULTS: TokenTtls = {
 const errorCode = (e: unknown): string => (e as NodeJS.ErrnoException)?.code ?? String(e);
 
 /** One TOML table plus where its keys live, so errors can name "[tokens].foo". */
-class Section {
+class Section extends TableReader {
   constructor(
     readonly file: string,
-    readonly table: Table,
+    table: Table,
     readonly prefix: string,
     readonly baseDir: string,
-  ) {}
+  ) {
+    super(table);
+  }
 
   error(key: string, problem: string): ConfigError {
     return new ConfigError(this.file, this.prefix + key, problem);
@@ -112,14 +114,6 @@ class Section {
       if (e instanceof ConfigError) throw e;
       throw this.error(key, (e as Error).message);
     }
-  }
-
-  optionalString(key: string): string | undefined {
-    const v = this.table[key];
-    if (v === undefined) return undefined;
-    if (typeof v !== 'string') throw this.error(key, `expected a string, got ${tomlType(v)}`);
-    if (v === '') throw this.error(key, 'must not be empty');
-    return v;
   }
 
   string(key: string, fallback?: string): string {

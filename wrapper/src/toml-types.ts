@@ -16,3 +16,21 @@ export function tomlType(v: unknown): string {
   if (isTable(v)) return 'table';
   return typeof v;
 }
+
+/**
+ * Key-scoped reader over one parsed table. Subclasses decide how an error is
+ * worded (which file, section or client it names).
+ */
+export abstract class TableReader {
+  constructor(readonly table: Table) {}
+
+  abstract error(key: string, problem: string): Error;
+
+  optionalString(key: string): string | undefined {
+    const v = this.table[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string') throw this.error(key, `expected a string, got ${tomlType(v)}`);
+    if (v === '') throw this.error(key, 'must not be empty');
+    return v;
+  }
+}
