@@ -121,25 +121,25 @@ for (const [alg, kty, crv] of [
   });
 }
 
-test('loads an externally created P-384 key as ES384', async () => {
+/** Writes an EC key pair made outside Kiwi ID (as an operator might bring one). */
+function writeExternalEcPair(namedCurve: string): { priv: string; pub: string } {
   const { dir } = paths();
   fs.mkdirSync(dir);
-  const kp = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const kp = generateKeyPairSync('ec', { namedCurve });
   const priv = path.join(dir, 'k.pem');
   const pub = path.join(dir, 'k.pub');
   fs.writeFileSync(priv, kp.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
   fs.writeFileSync(pub, kp.publicKey.export({ type: 'spki', format: 'pem' }));
+  return { priv, pub };
+}
+
+test('loads an externally created P-384 key as ES384', async () => {
+  const { priv, pub } = writeExternalEcPair('P-384');
   assert.equal((await loadSigningKey(priv, pub)).alg, 'ES384');
 });
 
 test('unsupported key types are refused', async () => {
-  const { dir } = paths();
-  fs.mkdirSync(dir);
-  const kp = generateKeyPairSync('ec', { namedCurve: 'secp256k1' });
-  const priv = path.join(dir, 'k.pem');
-  const pub = path.join(dir, 'k.pub');
-  fs.writeFileSync(priv, kp.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
-  fs.writeFileSync(pub, kp.publicKey.export({ type: 'spki', format: 'pem' }));
+  const { priv, pub } = writeExternalEcPair('secp256k1');
   await assert.rejects(loadSigningKey(priv, pub), /unsupported EC curve/);
 });
 
