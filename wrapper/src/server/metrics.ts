@@ -1,0 +1,50 @@
+// Prometheus metrics for the wrapper. One registry per process (tests create
+// their own) so nothing leaks between instances.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface Metrics {
+  registry: Registry;
+  requests: Counter<'route' | 'method' | 'status'>;
+  duration: Histogram<'route'>;
+  upstreamRestarts: Counter;
+  upstreamHealthy: Gauge;
+  upstreamCrashLoop: Gauge;
+}
+
+export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'kiwi_' });
+  return {
+    registry,
+    // `route` is a small fixed set (proxy, oidc, health, metrics), never the raw
+    // path: paths carry user names and ids, which would explode cardinality.
+    requests: new Counter({
+      name: 'kiwi_http_requests_total',
+      help: 'HTTP requests answered by the wrapper',
+      labelNames: ['route', 'method', 'status'],
+      registers: [registry],
+    }),
+    duration: new Histogram({
+      name: 'kiwi_http_request_duration_seconds',
+      help: 'Time from request to response end',
+      labelNames: ['route'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    upstreamRestarts: new Counter({
+      name: 'kiwi_upstream_restarts_total',
+      help: 'Times the wrapper restarted Kanidm',
+      registers: [registry],
+    }),
+    upstreamHealthy: new Gauge({
+      name: 'kiwi_upstream_healthy',
+      help: '1 while Kanidm answers its /status probe',
+      registers: [registry],
+    }),
+    upstreamCrashLoop: new Gauge({
+      name: 'kiwi_upstream_crash_loop',
+      help: '1 while Kanidm exits repeatedly within a short window',
+      registers: [registry],
+    }),
+  };
+}
