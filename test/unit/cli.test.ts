@@ -68,6 +68,21 @@ test('check-config refuses a world-readable JWT private key', () => {
   }
 });
 
+test('run refuses an upstream binary that does not match its pin, naming both hashes', () => {
+  const bin = path.join(dir, 'kanidmd');
+  fs.writeFileSync(bin, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+  const compat = path.join(dir, 'compatibility.toml');
+  const pinned = 'sha256:' + '0'.repeat(64);
+  fs.writeFileSync(compat, ['[upstream]', 'name = "kanidm"', 'version = "1.5.0"', '[upstream.checksums]', `"bin/kanidmd" = "${pinned}"`].join('\n'));
+  const file = path.join(dir, 'run.toml');
+  fs.writeFileSync(file, fs.readFileSync(path.join(dir, 'good.toml'), 'utf8') + `\nupstream_bin = "kanidmd"\ncompatibility_file = "compatibility.toml"\n`);
+  const r = kiwi(['run', '-c', file]);
+  assert.equal(r.status, 1, r.stdout + r.stderr);
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, r.stderr);
+  assert.match(lines[0], /^kiwi-id: cannot start: upstream .*kanidmd does not match its pin: expected sha256:0{64} \(.*compatibility.toml\), got sha256:[0-9a-f]{64}/);
+});
+
 test('version prints wrapper and pinned upstream versions as JSON', () => {
   const r = kiwi(['version']);
   assert.equal(r.status, 0, r.stderr);

@@ -1,5 +1,4 @@
-// kiwi-id command line. Subcommands that exist are complete; `run` (the
-// supervised proxy + issuer) waits for a buildable upstream, see README.
+// kiwi-id command line.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -9,6 +8,7 @@ import { registerClientCommands } from './client-cli.js';
 import { ConfigError, loadConfig, type KiwiConfig } from './config.js';
 import { readPin } from './upstream/pin.js';
 import { readServerToml } from './upstream/files.js';
+import { handleSignals, startWrapper } from './run.js';
 
 const DEFAULT_CONFIG = '/etc/kiwi/config.toml';
 const here = dirname(fileURLToPath(import.meta.url));
@@ -47,6 +47,21 @@ export function buildCli(): Command {
       const file = configPath(program.opts().config);
       const cfg = loadOrExit(file);
       process.stdout.write(`kiwi-id: config OK: ${cfg.config_file}\n`);
+    });
+
+  program
+    .command('run')
+    .description('supervise Kanidm and serve the public listener (proxy + issuer) until SIGTERM')
+    .action(async () => {
+      const cfg = loadOrExit(configPath(program.opts().config));
+      try {
+        handleSignals(await startWrapper(cfg));
+      } catch (err) {
+        // Startup problems (pin mismatch, port in use, unreadable CA) are
+        // operator errors: one line, no stack.
+        process.stderr.write(`kiwi-id: cannot start: ${(err as Error).message}\n`);
+        process.exit(1);
+      }
     });
 
   program

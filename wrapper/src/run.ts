@@ -1,0 +1,110 @@
+// `kiwi-id run`: wires config, logs, the supervised Kanidm, the front door
+// and the issuer together, and owns the process signals.
+import type { Logger } from 'pino';
+import type { KiwiConfig } from './config.js';
+import { childLogger, createLogger } from './log.js';
+import { createMetrics, type Metrics } from './server/metrics.js';
+import { FrontDoor, type Route } from './server/front-door.js';
+import { UpstreamProxy } from './server/proxy.js';
+import { readServerToml } from './upstream/files.js';
+import { verifyPinned } from './upstream/pin.js';
+import { Supervisor } from './upstream/supervisor.js';
+import { proxyAgent, undiciAgent, upstreamTls } from './upstream/tls.js';
+
+export interface Running {
+  log: Logger;
+  metrics: Metrics;
+  supervisor: Supervisor;
+  frontDoor: FrontDoor;
+  /** Drains, stops Kanidm, resolves when both are done. Idempotent. */
+  shutdown(reason: string): Promise<void>;
+}
+
+export interface RunOptions {
+  /** Extra wrapper-owned routes (the OIDC issuer). */
+  routes?: (ctx: { log: Logger; supervisor: Supervisor }) => Promise<Route[]>;
+}
+
+export async function startWrapper(cfg: KiwiConfig, o: RunOptions = {}): Promise<Running> {
+  const log = createLogger({ level: cfg.log_level, logDir: cfg.log_dir, component: 'wrapper' });
+  // Refuse to start at all (not merely fail to restart later) when the
+  // installed Kanidm is not the pinned one.
+  await verifyPinned(cfg.upstream_bin, cfg.compatibility_file);
+
+  const caPath = cfg.upstream_ca ?? readServerToml(cfg.upstream_config).tlsCa;
+  const tls = upstreamTls(cfg.upstream_addr, caPath);
+  const metrics = createMetrics();
+  const supervisor = new Supervisor({
+    bin: cfg.upstream_bin,
+    config: cfg.upstream_config,
+    upstreamAddr: cfg.upstream_addr,
+    dispatcher: undiciAgent(tls),
+    compatibilityFile: cfg.compatibility_file,
+    intervalMs: cfg.health_check_interval_ms,
+    timeoutMs: cfg.health_check_timeout_ms,
+    log: childLogger(log, 'upstream'),
+  });
+  supervisor.on('state', () => {
+    metrics.upstreamHealthy.set(supervisor.healthy ? 1 : 0);
+    metrics.upstreamCrashLoop.set(supervisor.crashLoop ? 1 : 0);
+  });
+  supervisor.on('restart', () => metrics.upstreamRestarts.inc());
+
+  const proxy = new UpstreamProxy({
+    target: cfg.upstream_addr,
+    agent: proxyAgent(tls),
+    timeoutMs: cfg.upstream_timeout_ms,
+    maxBodySize: cfg.max_body_size,
+    isHealthy: () => supervisor.healthy,
+    log: childLogger(log, 'proxy'),
+  });
+  const frontDoor = new FrontDoor({
+    host: cfg.listen_host,
+    port: cfg.listen_port,
+    tlsCert: cfg.tls_cert,
+    tlsKey: cfg.tls_key,
+    maxHeaderSize: cfg.max_header_size,
+    drainTimeoutMs: cfg.drain_timeout_ms,
+    log: childLogger(log, 'http'),
+    metrics,
+    proxy,
+    isReady: () => supervisor.healthy,
+    routes: o.routes ? await o.routes({ log, supervisor }) : [],
+  });
+
+  let stopping: Promise<void> | null = null;
+  const shutdown = (reason: string) =>
+    (stopping ??= (async () => {
+      log.info({ reason }, 'shutting down: draining requests');
+      const cut = await frontDoor.drain();
+      // Kanidm goes last so requests still in flight can finish against it.
+      await supervisor.stop();
+      proxy.close();
+      log.info({ cut_requests: cut }, 'stopped');
+    })());
+
+  await supervisor.start();
+  const addr = await frontDoor.listen();
+  log.info({ listen: `${addr.address}:${addr.port}`, issuer: cfg.issuer }, 'listening');
+  return { log, metrics, supervisor, frontDoor, shutdown };
+}
+
+/** Process glue: signals and exit codes. */
+export function handleSignals(running: Running): void {
+  const stop = (signal: string) => {
+    void running.shutdown(signal).then(
+      () => process.exit(0),
+      (err) => {
+        running.log.error({ err_message: (err as Error).message }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => running.frontDoor.reloadTls());
+  running.supervisor.on('fatal', (err: Error) => {
+    running.log.error({ err_message: err.message }, 'upstream cannot be started; exiting');
+    void running.shutdown('upstream fatal').finally(() => process.exit(1));
+  });
+}
