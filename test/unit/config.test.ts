@@ -65,7 +65,7 @@ function assertRejected(text: string, key: string, detail?: RegExp): ConfigError
 test('a full config loads with every value honoured', () => {
   const file = writeConfig(`
 listen_addr = "[::1]:9443"
-issuer = "https://id.example.com/kiwi"
+issuer = "https://id.example.com"
 tls_cert = "${dir}/keys/tls.crt"
 tls_key = "keys/tls.key"
 upstream_addr = "https://localhost:18443/"
@@ -94,6 +94,10 @@ session_ttl = 1800
 
 [clients]
 file = "/etc/kiwi/clients.toml"
+
+[upstream_oauth2]
+client_id = "kiwi-sso"
+client_secret_file = "secrets/kanidm-client"
 `);
   const c = loadConfig(file);
   assert.deepEqual(c, {
@@ -101,7 +105,7 @@ file = "/etc/kiwi/clients.toml"
     listen_addr: '[::1]:9443',
     listen_host: '::1',
     listen_port: 9443,
-    issuer: 'https://id.example.com/kiwi',
+    issuer: 'https://id.example.com',
     tls_cert: path.join(dir, 'keys/tls.crt'),
     tls_key: path.join(dir, 'keys/tls.key'),
     upstream_addr: 'https://localhost:18443',
@@ -129,6 +133,7 @@ file = "/etc/kiwi/clients.toml"
       session_ttl: 1800,
     },
     clients: { file: '/etc/kiwi/clients.toml' },
+    upstream_oauth2: { client_id: 'kiwi-sso', client_secret_file: path.join(dir, 'secrets/kanidm-client') },
   });
   assert.ok(Object.isFrozen(c) && Object.isFrozen(c.tokens) && Object.isFrozen(c.clients));
 });
@@ -221,6 +226,7 @@ test('bad values', () => {
   assertRejected(minimal('issuer = "http://id.example.com"'), 'issuer', /must use https/);
   assertRejected(minimal('issuer = "https://id.example.com/"'), 'issuer', /must not end with a slash/);
   assertRejected(minimal('issuer = "https://id.example.com?x=1"'), 'issuer', /query or fragment/);
+  assertRejected(minimal('issuer = "https://id.example.com/kiwi"'), 'issuer', /must not contain a path/);
   assertRejected(minimal('upstream_addr = "https://127.0.0.1:8443/api"'), 'upstream_addr', /must not contain a path/);
 });
 

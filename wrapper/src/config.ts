@@ -61,6 +61,8 @@ export interface KiwiConfig {
   readonly max_header_size: number;
   readonly tokens: TokenTtls;
   readonly clients: { readonly file: string };
+  /** Kiwi ID's own OAuth2 client registration at Kanidm (how users log in). */
+  readonly upstream_oauth2: { readonly client_id: string; readonly client_secret_file: string };
 }
 
 export interface ValidateOptions {
@@ -73,6 +75,7 @@ const TOP_KEYS = [
   'upstream_config', 'upstream_ca', 'compatibility_file', 'health_check_interval',
   'health_check_timeout', 'jwt_private_key', 'jwt_public_key', 'log_level', 'log_dir', 'data_dir',
   'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'tokens', 'clients',
+  'upstream_oauth2',
 ] as const;
 
 const TOKEN_DEFAULTS: TokenTtls = {
@@ -207,8 +210,11 @@ function parseHttpsUrl(s: string): URL {
 
 /** The issuer is compared byte-for-byte by OIDC clients, so it is kept exactly as written. */
 function checkIssuer(s: string): string {
-  parseHttpsUrl(s);
+  const url = parseHttpsUrl(s);
   if (s.endsWith('/')) throw new Error(`${JSON.stringify(s)} must not end with a slash`);
+  // Kanidm's origin is the same public URL and owns the rest of the path space,
+  // so the issuer endpoints live at the root.
+  if (url.pathname !== '/') throw new Error(`${JSON.stringify(s)} must not contain a path`);
   return s;
 }
 
@@ -243,6 +249,8 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
   tokensSec.rejectUnknown(Object.keys(TOKEN_DEFAULTS));
   const clientsSec = top.section('clients');
   clientsSec.rejectUnknown(['file']);
+  const upstreamOauth2Sec = top.section('upstream_oauth2');
+  upstreamOauth2Sec.rejectUnknown(['client_id', 'client_secret_file']);
 
   const listen_addr = top.string('listen_addr');
   const { host: listen_host, port: listen_port } = top.convert('listen_addr', () =>
@@ -307,6 +315,10 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     max_header_size: top.byteSize('max_header_size', '16KiB'),
     tokens,
     clients: Object.freeze({ file: clientsSec.path('file', path.join(data_dir, 'clients.toml')) }),
+    upstream_oauth2: Object.freeze({
+      client_id: upstreamOauth2Sec.string('client_id', 'kiwi-id'),
+      client_secret_file: upstreamOauth2Sec.path('client_secret_file', path.join(data_dir, 'upstream-oauth2.secret')),
+    }),
   };
 
   if (opts.checkFiles ?? true) {

@@ -1,11 +1,20 @@
 // `kiwi-id run`: wires config, logs, the supervised Kanidm, the front door
 // and the issuer together, and owns the process signals.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
 import type { KiwiConfig } from './config.js';
+import { loadSigningKey } from './keys.js';
 import { childLogger, createLogger } from './log.js';
+import { ClientsSource } from './oidc/clients-source.js';
+import { loadOrCreateCookieKeys } from './oidc/cookie-keys.js';
+import { createIssuer, LOGIN_CALLBACK } from './oidc/issuer.js';
+import { KanidmLogin } from './oidc/upstream-login.js';
+import { FrontDoor } from './server/front-door.js';
 import { createMetrics, type Metrics } from './server/metrics.js';
-import { FrontDoor, type Route } from './server/front-door.js';
 import { UpstreamProxy } from './server/proxy.js';
+import { SqliteStateStore } from './state/store.js';
 import { readServerToml } from './upstream/files.js';
 import { verifyPinned } from './upstream/pin.js';
 import { Supervisor } from './upstream/supervisor.js';
@@ -20,12 +29,46 @@ export interface Running {
   shutdown(reason: string): Promise<void>;
 }
 
-export interface RunOptions {
-  /** Extra wrapper-owned routes (the OIDC issuer). */
-  routes?: (ctx: { log: Logger; supervisor: Supervisor }) => Promise<Route[]>;
+const SWEEP_INTERVAL_MS = 60_000;
+
+/** The OIDC issuer and what it needs: signing key, state store, clients, login at Kanidm. */
+async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher) {
+  const key = await loadSigningKey(cfg.jwt_private_key, cfg.jwt_public_key);
+  const store = new SqliteStateStore({ dataDir: cfg.data_dir });
+  const sweeper = setInterval(() => void store.sweep().catch(() => {}), SWEEP_INTERVAL_MS).unref();
+  const secretFile = cfg.upstream_oauth2.client_secret_file;
+  let login: KanidmLogin | null = null;
+  if (existsSync(secretFile)) {
+    login = new KanidmLogin({
+      publicOrigin: cfg.issuer,
+      upstreamAddr: cfg.upstream_addr,
+      dispatcher,
+      clientId: cfg.upstream_oauth2.client_id,
+      clientSecret: readFileSync(secretFile, 'utf8').trim(),
+      redirectUri: cfg.issuer + LOGIN_CALLBACK,
+      store,
+    });
+  } else {
+    log.error({ file: secretFile }, 'Kanidm OAuth2 client secret missing: user sign-in is disabled until it exists (see README, first boot)');
+  }
+  const { route } = createIssuer({
+    issuer: cfg.issuer,
+    key,
+    store,
+    clients: new ClientsSource(cfg.clients.file, childLogger(log, 'clients')),
+    login,
+    ttl: cfg.tokens,
+    cookieKeys: loadOrCreateCookieKeys(join(cfg.data_dir, 'cookie-keys')),
+    log: childLogger(log, 'issuer'),
+  });
+  const close = async () => {
+    clearInterval(sweeper);
+    await store.close();
+  };
+  return { route, close };
 }
 
-export async function startWrapper(cfg: KiwiConfig, o: RunOptions = {}): Promise<Running> {
+export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
   const log = createLogger({ level: cfg.log_level, logDir: cfg.log_dir, component: 'wrapper' });
   // Refuse to start at all (not merely fail to restart later) when the
   // installed Kanidm is not the pinned one.
@@ -33,12 +76,14 @@ export async function startWrapper(cfg: KiwiConfig, o: RunOptions = {}): Promise
 
   const caPath = cfg.upstream_ca ?? readServerToml(cfg.upstream_config).tlsCa;
   const tls = upstreamTls(cfg.upstream_addr, caPath);
+  const dispatcher = undiciAgent(tls);
+  const issuer = await issuerRoute(cfg, log, dispatcher);
   const metrics = createMetrics();
   const supervisor = new Supervisor({
     bin: cfg.upstream_bin,
     config: cfg.upstream_config,
     upstreamAddr: cfg.upstream_addr,
-    dispatcher: undiciAgent(tls),
+    dispatcher,
     compatibilityFile: cfg.compatibility_file,
     intervalMs: cfg.health_check_interval_ms,
     timeoutMs: cfg.health_check_timeout_ms,
@@ -69,7 +114,7 @@ export async function startWrapper(cfg: KiwiConfig, o: RunOptions = {}): Promise
     metrics,
     proxy,
     isReady: () => supervisor.healthy,
-    routes: o.routes ? await o.routes({ log, supervisor }) : [],
+    routes: [issuer.route],
   });
 
   let stopping: Promise<void> | null = null;
@@ -80,6 +125,7 @@ export async function startWrapper(cfg: KiwiConfig, o: RunOptions = {}): Promise
       // Kanidm goes last so requests still in flight can finish against it.
       await supervisor.stop();
       proxy.close();
+      await issuer.close();
       log.info({ cut_requests: cut }, 'stopped');
     })());
 

@@ -1,0 +1,131 @@
+// Users log in at Kanidm: Kiwi ID is an OAuth2 client of Kanidm (its own
+// registration, `upstream_oauth2.client_id`). The browser goes to Kanidm's
+// authorisation UI through the public listener (same origin, so passkeys and
+// cookies work); the code is redeemed over loopback with Kanidm's CA pinned.
+import { randomUUID } from 'node:crypto';
+import * as oidc from 'openid-client';
+import { fetch as undiciFetch, type Dispatcher } from 'undici';
+import type { StateStore } from '../state/store.js';
+import type { AccountClaims } from './accounts.js';
+
+export interface KanidmLoginOptions {
+  /** Public origin the browser uses (the issuer; also Kanidm's `origin`). */
+  publicOrigin: string;
+  /** Loopback origin of Kanidm for back-channel calls. */
+  upstreamAddr: string;
+  dispatcher: Dispatcher;
+  clientId: string;
+  clientSecret: string;
+  /** Where Kanidm sends the browser back to (registered at Kanidm). */
+  redirectUri: string;
+  store: StateStore;
+}
+
+/** A login that came back from Kanidm; `uid` is the issuer interaction it belongs to. */
+export interface CompletedLogin {
+  uid: string;
+  claims: AccountClaims;
+}
+
+export class UpstreamLoginError extends Error {
+  constructor(
+    readonly error: 'invalid_request' | 'access_denied' | 'server_error',
+    message: string,
+    /** Set when the failure belongs to a known interaction, which can then be ended with `error`. */
+    readonly uid?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** How the issuer signs users in; Kanidm today, external IdPs (federation) alongside later. */
+export interface LoginMethod {
+  begin(uid: string): Promise<URL>;
+  complete(callbackUrl: URL): Promise<CompletedLogin>;
+}
+
+const PENDING = 'UpstreamLogin';
+const PENDING_TTL_S = 600;
+
+/** Kanidm's fixed OAuth2 URL layout (kanidm book, "OAuth2"). */
+export function kanidmServerMetadata(publicOrigin: string, upstreamAddr: string, clientId: string): oidc.ServerMetadata {
+  const c = encodeURIComponent(clientId);
+  return {
+    issuer: `${publicOrigin}/oauth2/openid/${c}`,
+    authorization_endpoint: `${publicOrigin}/ui/oauth2`,
+    token_endpoint: `${upstreamAddr}/oauth2/token`,
+    userinfo_endpoint: `${upstreamAddr}/oauth2/openid/${c}/userinfo`,
+    jwks_uri: `${upstreamAddr}/oauth2/openid/${c}/public_key.jwk`,
+    id_token_signing_alg_values_supported: ['ES256'],
+    code_challenge_methods_supported: ['S256'],
+  };
+}
+
+export class KanidmLogin implements LoginMethod {
+  private readonly config: oidc.Configuration;
+
+  constructor(private readonly o: KanidmLoginOptions) {
+    this.config = new oidc.Configuration(
+      kanidmServerMetadata(o.publicOrigin, o.upstreamAddr, o.clientId),
+      o.clientId,
+      undefined,
+      oidc.ClientSecretBasic(o.clientSecret),
+    );
+    // Back-channel calls go straight to Kanidm on loopback through the pinned-CA agent.
+    this.config[oidc.customFetch] = (url, init) =>
+      undiciFetch(url, { ...(init as object), dispatcher: o.dispatcher }) as unknown as Promise<Response>;
+  }
+
+  /** Starts a login for interaction `uid`; returns the Kanidm URL to send the browser to. */
+  async begin(uid: string): Promise<URL> {
+    const state = oidc.randomState();
+    const nonce = oidc.randomNonce();
+    const verifier = oidc.randomPKCECodeVerifier();
+    await this.o.store.upsert(PENDING, state, { uid, nonce, verifier, id: randomUUID() }, PENDING_TTL_S);
+    return oidc.buildAuthorizationUrl(this.config, {
+      redirect_uri: this.o.redirectUri,
+      scope: 'openid profile email groups',
+      state,
+      nonce,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+    });
+  }
+
+  /** Handles Kanidm's redirect back. Each `state` works once. */
+  async complete(callbackUrl: URL): Promise<CompletedLogin> {
+    const state = callbackUrl.searchParams.get('state');
+    if (!state) throw new UpstreamLoginError('invalid_request', 'missing state');
+    const pending = await this.o.store.find(PENDING, state);
+    if (!pending || (await this.o.store.consumeOnce(PENDING, state)) !== 'consumed') {
+      throw new UpstreamLoginError('invalid_request', 'unknown, expired or already used login state');
+    }
+    const { uid, nonce, verifier } = pending.payload as { uid: string; nonce: string; verifier: string };
+    const upstreamError = callbackUrl.searchParams.get('error');
+    if (upstreamError) {
+      // Kanidm says no (e.g. the user is not in the scope map of Kiwi's client).
+      throw new UpstreamLoginError('access_denied', `Kanidm refused the login: ${upstreamError}`, uid);
+    }
+    const tokens = await oidc.authorizationCodeGrant(this.config, callbackUrl, {
+      expectedState: state,
+      expectedNonce: nonce,
+      pkceCodeVerifier: verifier,
+      idTokenExpected: true,
+    });
+    const idClaims = tokens.claims();
+    if (!idClaims) throw new UpstreamLoginError('server_error', 'Kanidm returned no id_token');
+    const info = await oidc.fetchUserInfo(this.config, tokens.access_token, idClaims.sub);
+    const pick = <T>(k: string): T | undefined => (info[k] ?? idClaims[k]) as T | undefined;
+    return {
+      uid,
+      claims: {
+        sub: idClaims.sub,
+        preferred_username: pick<string>('preferred_username'),
+        name: pick<string>('name'),
+        email: pick<string>('email'),
+        email_verified: pick<boolean>('email_verified'),
+        groups: pick<string[]>('groups'),
+      },
+    };
+  }
+}
