@@ -1,14 +1,15 @@
 // kiwi-id command line.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerClientCommands } from './client-cli.js';
-import { ConfigError, loadConfig, type KiwiConfig } from './config.js';
-import { readPin } from './upstream/pin.js';
-import { readServerToml } from './upstream/files.js';
+import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from './config.js';
+import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from './first-boot.js';
 import { handleSignals, startWrapper } from './run.js';
+import { readServerToml } from './upstream/files.js';
+import { readPin } from './upstream/pin.js';
 
 const DEFAULT_CONFIG = '/etc/kiwi/config.toml';
 const here = dirname(fileURLToPath(import.meta.url));
@@ -19,9 +20,9 @@ function configPath(opt?: string): string {
 }
 
 /** Loads the config or exits 2 with the one-line error (key and file named). */
-function loadOrExit(path: string): KiwiConfig {
+function loadOrExit(path: string, opts?: ValidateOptions): KiwiConfig {
   try {
-    return loadConfig(path);
+    return loadConfig(path, opts);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`kiwi-id: ${err.message}\n`);
@@ -47,6 +48,30 @@ export function buildCli(): Command {
       const file = configPath(program.opts().config);
       const cfg = loadOrExit(file);
       process.stdout.write(`kiwi-id: config OK: ${cfg.config_file}\n`);
+    });
+
+  program
+    .command('init')
+    .description('first boot: create keys, certificates and configs that are missing (never overwrites)')
+    .option('--dev <dir>', 'also write a development config.toml into <dir> and use it')
+    .action(async (opts: { dev?: string }) => {
+      let file = configPath(program.opts().config);
+      if (opts.dev) {
+        const abs = resolve(opts.dev);
+        mkdirSync(abs, { recursive: true, mode: 0o700 });
+        file = join(abs, 'config.toml');
+        if (!existsSync(file)) writeFileSync(file, devConfigToml(abs, join(packageRoot, 'compatibility.toml')), { mode: 0o644 });
+      }
+      // The files the config names are what init creates, so they are not required yet.
+      const cfg = loadOrExit(file, { checkFiles: false });
+      const print = (r: Report) => r.forEach((s) => process.stdout.write(`${s.result.padEnd(8)}${s.step}: ${s.path}\n`));
+      try {
+        print(await initWrapper(cfg));
+        print(await initUpstream(cfg));
+      } catch (err) {
+        process.stderr.write(`kiwi-id: init: ${(err as Error).message}\n`);
+        process.exit(err instanceof UpstreamNotInstalled ? 3 : 1);
+      }
     });
 
   program
