@@ -302,6 +302,16 @@ function registerTests(): void {
     assert.ok(await store.find('Grant', 'c'));
   });
 
+  test('countLive counts unexpired records per model', async (t) => {
+    const { clock, store } = setup(t);
+    await store.upsert('Session', 's1', { jti: 's1' }, 10);
+    await store.upsert('Session', 's2', { jti: 's2' }, 100);
+    await store.upsert('Grant', 'g', { jti: 'g' });
+    assert.deepEqual(await store.countLive(), { Grant: 1, Session: 2 });
+    clock.ms = T0 + 10_000;
+    assert.deepEqual(await store.countLive(), { Grant: 1, Session: 1 });
+  });
+
   test('re-issuing an id whose record expired starts a fresh, unconsumed record', async (t) => {
     const { clock, store } = setup(t);
     await store.upsert('AuthorizationCode', 'x', { jti: 'x' }, 10);

@@ -8,12 +8,14 @@ import { registerClientCommands } from './client-cli.js';
 import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from './config.js';
 import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from './first-boot.js';
 import { handleSignals, startWrapper } from './run.js';
+import { SqliteStateStore } from './state/store.js';
 import { readServerToml } from './upstream/files.js';
 import { readPin } from './upstream/pin.js';
 
 const DEFAULT_CONFIG = '/etc/kiwi/config.toml';
 const here = dirname(fileURLToPath(import.meta.url));
-const packageRoot = join(here, '..', '..');
+// From source/dist: the repository. From the artifact (/opt/kiwi/lib/kiwi-id.mjs): /opt/kiwi.
+const packageRoot = existsSync(join(here, '..', '..', 'package.json')) ? join(here, '..', '..') : join(here, '..');
 
 function configPath(opt?: string): string {
   return opt ?? process.env.KIWI_CONFIG ?? DEFAULT_CONFIG;
@@ -33,7 +35,9 @@ function loadOrExit(path: string, opts?: ValidateOptions): KiwiConfig {
 }
 
 function wrapperVersion(): string {
-  return JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).version;
+  const pkg = join(packageRoot, 'package.json');
+  if (existsSync(pkg)) return JSON.parse(readFileSync(pkg, 'utf8')).version;
+  return readFileSync(join(packageRoot, 'version'), 'utf8').trim(); // the artifact's /opt/kiwi/version
 }
 
 export function buildCli(): Command {
@@ -93,7 +97,7 @@ export function buildCli(): Command {
     .command('version')
     .description('print wrapper and pinned upstream versions')
     .action(() => {
-      const compat = [process.env.KIWI_COMPATIBILITY_FILE, join(packageRoot, 'compatibility.toml'), '/opt/kiwi/compatibility.toml']
+      const compat = [process.env.KIWI_COMPATIBILITY_FILE, join(packageRoot, 'compatibility.toml')]
         .filter((p): p is string => !!p)
         .find((p) => existsSync(p));
       const pin = compat ? readPin(compat) : undefined;
@@ -126,6 +130,24 @@ export function buildCli(): Command {
         process.stderr.write(`kiwi-id: cannot run ${cfg.upstream_cli}: ${err.message}\n`);
         process.exit(126);
       });
+    });
+
+  program
+    .command('state')
+    .description('live issuer state per kind (sessions, grants, refresh tokens, ...) as JSON')
+    .argument('<action>', 'stats')
+    .action(async (action: string) => {
+      if (action !== 'stats') {
+        process.stderr.write(`kiwi-id: state: unknown action ${JSON.stringify(action)} (expected: stats)\n`);
+        process.exit(2);
+      }
+      const cfg = loadOrExit(configPath(program.opts().config), { checkFiles: false });
+      const store = new SqliteStateStore({ dataDir: cfg.data_dir });
+      try {
+        process.stdout.write(JSON.stringify(await store.countLive()) + '\n');
+      } finally {
+        await store.close();
+      }
     });
 
   registerClientCommands(program, () => loadOrExit(configPath(program.opts().config)).clients.file);

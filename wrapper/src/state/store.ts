@@ -51,6 +51,8 @@ export interface StateStore {
   revokeByGrantId(grantId: string): Promise<number>;
   /** Deletes expired records; resolves to the number deleted. Call it on a timer you own. */
   sweep(): Promise<number>;
+  /** Live records per model (sessions, grants, refresh tokens...), for operators. */
+  countLive(): Promise<Record<string, number>>;
   close(): Promise<void>;
 }
 
@@ -135,6 +137,7 @@ export class SqliteStateStore implements StateStore {
     destroy: Database.Statement;
     revokeByGrantId: Database.Statement;
     sweep: Database.Statement;
+    countLive: Database.Statement;
   };
 
   constructor(options: SqliteStateStoreOptions) {
@@ -144,7 +147,9 @@ export class SqliteStateStore implements StateStore {
     this.file = path.resolve(prepareDbFile(options.dataDir));
 
     const busyTimeoutMs = Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5_000));
-    const db = new Database(this.file, { timeout: busyTimeoutMs });
+    // The self-contained artifact ships the addon next to its bundle (lxc/, scripts/build-artifact).
+    const nativeBinding = process.env.KIWI_SQLITE_ADDON || undefined;
+    const db = new Database(this.file, { timeout: busyTimeoutMs, nativeBinding });
     try {
       db.pragma(`busy_timeout = ${busyTimeoutMs}`);
       db.pragma('journal_mode = WAL');
@@ -189,6 +194,7 @@ export class SqliteStateStore implements StateStore {
       destroy: db.prepare('DELETE FROM state_records WHERE model = @model AND id = @id'),
       revokeByGrantId: db.prepare('DELETE FROM state_records WHERE grant_id = @grantId'),
       sweep: db.prepare('DELETE FROM state_records WHERE expires_at IS NOT NULL AND expires_at <= @now'),
+      countLive: db.prepare(`SELECT model, count(*) AS n FROM state_records WHERE ${LIVE} GROUP BY model ORDER BY model`),
     };
   }
 
@@ -247,6 +253,11 @@ export class SqliteStateStore implements StateStore {
 
   async sweep(): Promise<number> {
     return this.stmt.sweep.run({ now: this.now() }).changes;
+  }
+
+  async countLive(): Promise<Record<string, number>> {
+    const rows = this.stmt.countLive.all({ now: this.now() }) as Array<{ model: string; n: number }>;
+    return Object.fromEntries(rows.map((r) => [r.model, r.n]));
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,47 @@
+// The self-contained artifact (scripts/build-artifact) runs with nothing from
+// the repository or the system Node: bundle, addon and runtime only.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-artifact-'));
+const kiwi = path.join(root, 'opt/kiwi/bin/kiwi-id');
+// No PATH, no HOME, cwd outside the repository: only the artifact's own files can be used.
+const run = (args: string[]) => spawnSync(kiwi, args, { encoding: 'utf8', env: { PATH: '/nonexistent' }, cwd: root });
+
+before(() => {
+  const b = spawnSync('bash', ['scripts/build-artifact', root], { encoding: 'utf8' });
+  assert.equal(b.status, 0, b.stderr);
+});
+after(() => fs.rmSync(root, { recursive: true, force: true }));
+
+test('layout: launcher, one bundle, the SQLite addon, the runtime, version and pins', () => {
+  const kiwiDir = path.join(root, 'opt/kiwi');
+  assert.deepEqual(fs.readdirSync(path.join(kiwiDir, 'lib')).sort(), ['better_sqlite3.node', 'kiwi-id.mjs']);
+  assert.equal(fs.existsSync(path.join(kiwiDir, 'node/bin/node')), true);
+  assert.equal(fs.readFileSync(path.join(kiwiDir, 'version'), 'utf8').trim(), JSON.parse(fs.readFileSync('package.json', 'utf8')).version);
+  assert.equal(fs.readFileSync(path.join(kiwiDir, 'compatibility.toml'), 'utf8'), fs.readFileSync('compatibility.toml', 'utf8'));
+  assert.equal(fs.existsSync(path.join(kiwiDir, 'licenses/kiwi-id-LICENSE')), true);
+});
+
+test('runs without the repository: version, init, check-config, state (native addon)', () => {
+  const v = run(['version']);
+  assert.equal(v.status, 0, v.stderr);
+  assert.equal(JSON.parse(v.stdout).wrapper, JSON.parse(fs.readFileSync('package.json', 'utf8')).version);
+
+  const dev = path.join(root, 'dev');
+  const init = run(['init', '--dev', dev]);
+  assert.equal(init.status, 3, init.stderr); // stops at the missing upstream, after the wrapper's own material
+  assert.match(init.stdout, /created +jwt signing key pair/);
+  const cfg = path.join(dev, 'config.toml');
+  assert.match(fs.readFileSync(cfg, 'utf8'), new RegExp(`compatibility_file = "${root}/opt/kiwi/compatibility.toml"`));
+  assert.equal(run(['-c', cfg, 'check-config']).status, 0);
+
+  const stats = run(['-c', cfg, 'state', 'stats']);
+  assert.equal(stats.status, 0, stats.stderr);
+  assert.deepEqual(JSON.parse(stats.stdout), {});
+  assert.equal(fs.existsSync(path.join(dev, 'data/state.db')), true);
+});
