@@ -113,6 +113,7 @@ client_secret_file = "secrets/kanidm-client"
     upstream_cli: '/usr/local/kanidm/bin/kanidm',
     upstream_config: path.join(dir, 'upstream/server.toml'),
     upstream_ca: path.join(dir, 'keys/upstream-ca.pem'),
+    upstream_db_path: '/var/lib/upstream/kanidm.db',
     compatibility_file: path.join(dir, 'compat.toml'),
     health_check_interval_ms: 500,
     health_check_timeout_ms: 120_000,

@@ -47,6 +47,8 @@ export interface KiwiConfig {
   readonly upstream_cli: string;
   readonly upstream_config: string;
   readonly upstream_ca: string | undefined;
+  /** Kanidm's database file, written into the server.toml that `kiwi-id init` creates. */
+  readonly upstream_db_path: string;
   readonly compatibility_file: string;
   readonly health_check_interval_ms: number;
   readonly health_check_timeout_ms: number;
@@ -72,7 +74,7 @@ export interface ValidateOptions {
 
 const TOP_KEYS = [
   'listen_addr', 'issuer', 'tls_cert', 'tls_key', 'upstream_addr', 'upstream_bin', 'upstream_cli',
-  'upstream_config', 'upstream_ca', 'compatibility_file', 'health_check_interval',
+  'upstream_config', 'upstream_ca', 'upstream_db_path', 'compatibility_file', 'health_check_interval',
   'health_check_timeout', 'jwt_private_key', 'jwt_public_key', 'log_level', 'log_dir', 'data_dir',
   'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'tokens', 'clients',
   'upstream_oauth2',
@@ -301,6 +303,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     upstream_cli: top.path('upstream_cli', path.join(path.dirname(upstream_bin), 'kanidm')),
     upstream_config: top.path('upstream_config', '/opt/upstream/etc/server.toml'),
     upstream_ca: top.optionalPath('upstream_ca'),
+    upstream_db_path: top.path('upstream_db_path', '/var/lib/upstream/kanidm.db'),
     compatibility_file: top.path('compatibility_file', '/opt/kiwi/compatibility.toml'),
     health_check_interval_ms,
     health_check_timeout_ms,

@@ -31,6 +31,7 @@ export function devConfigToml(dir: string, compatibilityFile: string): string {
     'upstream_addr = "https://127.0.0.1:18443"',
     `upstream_bin = ${JSON.stringify(path.join(dir, 'upstream/bin/kanidmd'))}`,
     'upstream_config = "upstream/etc/server.toml"',
+    'upstream_db_path = "upstream/data/kanidm.db"',
     `compatibility_file = ${JSON.stringify(compatibilityFile)}`,
     'jwt_private_key = "private/jwt-private.pem"',
     'jwt_public_key = "jwt-public.pem"',
@@ -96,7 +97,7 @@ export async function initUpstream(cfg: KiwiConfig): Promise<Report> {
   const wrote = writeServerToml({
     configPath: cfg.upstream_config,
     bind: new URL(cfg.upstream_addr).host,
-    dbPath: path.join(path.dirname(root), 'data', 'kanidm.db'),
+    dbPath: cfg.upstream_db_path,
     tlsCa: path.join(root, 'tls', 'ca.pem'),
     tlsCert: path.join(root, 'tls', 'cert.pem'),
     tlsKey: path.join(root, 'tls', 'key.pem'),
