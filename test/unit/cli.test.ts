@@ -109,10 +109,10 @@ test('client add/list through the real CLI: secret shown once, only its hash sto
   assert.ok(secret && secret.length >= 40, add.stdout);
   const stored = fs.readFileSync(file, 'utf8');
   assert.ok(!stored.includes(secret), 'plaintext secret must not be stored');
-  assert.match(stored, /scrypt\$/);
+  assert.match(stored, /sha256\$/);
   assert.equal(fs.statSync(file).mode & 0o777, 0o600);
   const list = kiwi(['-c', cfg, 'client', 'list']);
   assert.equal(list.status, 0, list.stderr);
   assert.match(list.stdout, /kiwi-mail/);
-  assert.ok(!list.stdout.includes('scrypt$') && !list.stdout.includes(secret));
+  assert.ok(!list.stdout.includes('sha256$') && !list.stdout.includes(secret));
 });

@@ -82,13 +82,13 @@ test('add --public stores no secret and prints none', async () => {
 test('list and show never print hashes', async () => {
   const l = await run('list');
   assert.equal(l.code, 0, l.stderr);
-  assert.ok(!l.stdout.includes('scrypt$'), l.stdout);
+  assert.ok(!l.stdout.includes('sha256$'), l.stdout);
   assert.match(l.stdout, /kiwi-mail\s+Kiwi Mail\s+client_secret_basic\s+https:\/\/mail\.example\.com\/cb/);
   assert.match(l.stdout, /kiwi-spa\s+-\s+none\s+https:\/\/spa\.example\.com\/cb/);
 
   const s = await run('show', 'kiwi-mail');
   assert.equal(s.code, 0, s.stderr);
-  assert.ok(!s.stdout.includes('scrypt$'));
+  assert.ok(!s.stdout.includes('sha256$'));
   const shown = JSON.parse(s.stdout);
   assert.equal(shown.client_id, 'kiwi-mail');
   assert.equal(shown.has_secret, true);

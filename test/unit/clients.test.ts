@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, scryptSync } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,6 +10,7 @@ import {
   ClientsFileError,
   generateSecret,
   hashSecret,
+  isSecretHash,
   loadClients,
   removeClient,
   rotateSecret,
@@ -174,21 +175,37 @@ test('private_key_jwt rejects private key material in jwks', () => {
   );
 });
 
-test('verifySecret: true, false, malformed never throws', async () => {
+test('verifySecret: true, false, malformed never throws (sha256 for generated secrets)', async () => {
   const secret = generateSecret();
   assert.match(secret, /^[A-Za-z0-9_-]{43}$/);
   const hash = hashSecret(secret);
-  assert.match(hash, /^scrypt\$32768\$8\$1\$[A-Za-z0-9_-]{22}\$[A-Za-z0-9_-]{43}$/);
-  assert.notEqual(hashSecret(secret), hash, 'salt is random');
+  assert.equal(hash, 'sha256$' + createHash('sha256').update(secret).digest('base64url'));
+  assert.equal(isSecretHash(hash), true);
   assert.equal(verifySecret(secret, hash), true);
   assert.equal(await verifySecretAsync(secret, hash), true);
   assert.equal(verifySecret(secret + 'x', hash), false);
   assert.equal(verifySecret('', hash), false);
   assert.equal(await verifySecretAsync('wrong', hash), false);
+  const malformed = ['', 'garbage', hash.replace('sha256$', 'sha1$'), hash + 'A', hash.slice(0, -2), 'sha256$not base64!'];
+  for (const m of malformed) {
+    assert.equal(verifySecret(secret, m), false, m);
+    assert.equal(await verifySecretAsync(secret, m), false, m);
+  }
+  assert.equal(verifySecret(secret, undefined as unknown as string), false);
+  assert.equal(verifySecret(undefined as unknown as string, hash), false);
+});
+
+test('legacy scrypt hashes (written by earlier versions) still verify; tampered parameters are refused', async () => {
+  const secret = generateSecret();
+  const salt = randomBytes(16);
+  const derived = scryptSync(secret, salt, 32, { N: 2 ** 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 });
+  const hash = ['scrypt', 32768, 8, 1, salt.toString('base64url'), derived.toString('base64url')].join('$');
+  assert.equal(isSecretHash(hash), true);
+  assert.equal(verifySecret(secret, hash), true);
+  assert.equal(await verifySecretAsync(secret, hash), true);
+  assert.equal(await verifySecretAsync(secret + 'x', hash), false);
   const parts = hash.split('$');
   const malformed = [
-    '',
-    'garbage',
     hash.replace('scrypt$', 'bcrypt$'),
     hash + '$extra',
     [...parts.slice(0, 1), '1000', ...parts.slice(2)].join('$'), // N not a power of two
@@ -203,8 +220,6 @@ test('verifySecret: true, false, malformed never throws', async () => {
     assert.equal(verifySecret(secret, m), false, m);
     assert.equal(await verifySecretAsync(secret, m), false, m);
   }
-  assert.equal(verifySecret(secret, undefined as unknown as string), false);
-  assert.equal(verifySecret(undefined as unknown as string, hash), false);
 });
 
 test('rotateSecret changes the hash and the old secret stops verifying', () => {

@@ -1,9 +1,9 @@
 // Registered relying parties ("services": kiwi-mail, kiwi-files, ...), kept in a static TOML
 // file (config `[clients].file`) with one [[client]] table per service. Validation is as strict
 // as the wrapper config: every problem is one line "<file>: client[<id or index>].<key>: <what>".
-// Client secrets are never stored: only an scrypt hash made by hashSecret() is.
+// Client secrets are never stored: only a hash made by hashSecret() is.
 
-import { createPublicKey, type JsonWebKey, randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
+import { createHash, createPublicKey, type JsonWebKey, randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse, stringify, TomlError } from 'smol-toml';
@@ -120,13 +120,16 @@ export class UnknownClientError extends Error {
 
 // ---------------------------------------------------------------------------
 // Secrets
+//
+// Client secrets are generated here (32 random bytes), never chosen by people.
+// With 256 bits of entropy a single SHA-256 makes the stored value useless to
+// an attacker, so new secrets are stored as "sha256$<digest>". A slow KDF
+// (scrypt, which earlier versions wrote) protects low-entropy passwords and
+// would only cost ~50 ms of CPU per token request (and hand unauthenticated
+// callers a cheap way to burn CPU). Existing scrypt hashes still verify.
 
-const SCRYPT_N = 2 ** 15;
-const SCRYPT_R = 8;
-const SCRYPT_P = 1;
-const SALT_BYTES = 16;
-const HASH_BYTES = 32;
-/** Upper bound for parameters read back from a file, so a tampered hash cannot exhaust memory/CPU. */
+const SHA256_PREFIX = 'sha256$';
+/** Upper bound for scrypt parameters read back from a file, so a tampered hash cannot exhaust memory/CPU. */
 const MAX_SCRYPT_MEM = 256 * 1024 * 1024;
 
 interface ScryptParams {
@@ -158,8 +161,7 @@ function parsePositiveInt(s: string): number | undefined {
 }
 
 /** Parses "scrypt$N$r$p$salt$hash"; undefined when malformed or outside safe bounds. */
-function parseHash(encoded: unknown): ScryptParams | undefined {
-  if (typeof encoded !== 'string') return undefined;
+function parseScrypt(encoded: string): ScryptParams | undefined {
   const parts = encoded.split('$');
   if (parts.length !== 6 || parts[0] !== 'scrypt') return undefined;
   const N = parsePositiveInt(parts[1]!);
@@ -176,7 +178,24 @@ function parseHash(encoded: unknown): ScryptParams | undefined {
   return { N, r, p, salt, hash };
 }
 
-/** True when `encoded` has the shape hashSecret() produces (does not check any secret). */
+/** The 32-byte digest of a "sha256$..." value; undefined when malformed. */
+function parseSha256(encoded: string): Buffer | undefined {
+  if (!encoded.startsWith(SHA256_PREFIX)) return undefined;
+  const digest = decodeB64url(encoded.slice(SHA256_PREFIX.length));
+  return digest?.length === 32 ? digest : undefined;
+}
+
+type ParsedHash = { kind: 'sha256'; digest: Buffer } | ({ kind: 'scrypt' } & ScryptParams);
+
+function parseHash(encoded: unknown): ParsedHash | undefined {
+  if (typeof encoded !== 'string') return undefined;
+  const digest = parseSha256(encoded);
+  if (digest) return { kind: 'sha256', digest };
+  const legacy = parseScrypt(encoded);
+  return legacy ? { kind: 'scrypt', ...legacy } : undefined;
+}
+
+/** True when `encoded` is a stored secret hash this version can verify (does not check any secret). */
 export function isSecretHash(encoded: unknown): boolean {
   return parseHash(encoded) !== undefined;
 }
@@ -186,25 +205,21 @@ export function generateSecret(): string {
   return randomBytes(32).toString('base64url');
 }
 
-/** scrypt (N=2^15, r=8, p=1, 16-byte random salt) as "scrypt$N$r$p$saltB64url$hashB64url". */
+const sha256 = (secret: string) => createHash('sha256').update(secret, 'utf8').digest();
+
+/** "sha256$<base64url digest>" of a generated secret (see the top of this section for why). */
 export function hashSecret(secret: string): string {
   if (typeof secret !== 'string' || secret === '') throw new TypeError('secret must be a non-empty string');
-  const salt = randomBytes(SALT_BYTES);
-  const hash = scryptSync(secret, salt, HASH_BYTES, {
-    N: SCRYPT_N,
-    r: SCRYPT_R,
-    p: SCRYPT_P,
-    maxmem: maxmemFor(SCRYPT_N, SCRYPT_R, SCRYPT_P),
-  });
-  return ['scrypt', SCRYPT_N, SCRYPT_R, SCRYPT_P, salt.toString('base64url'), hash.toString('base64url')].join('$');
+  return SHA256_PREFIX + sha256(secret).toString('base64url');
 }
 
-/** Constant-time check of `secret` against a hashSecret() string. Never throws; malformed → false. */
+/** Constant-time check of `secret` against a stored hash. Never throws; malformed → false. */
 export function verifySecret(secret: string, encoded: string): boolean {
   try {
-    const params = parseHash(encoded);
-    if (!params || typeof secret !== 'string' || secret === '') return false;
-    const { N, r, p, salt, hash } = params;
+    const parsed = parseHash(encoded);
+    if (!parsed || typeof secret !== 'string' || secret === '') return false;
+    if (parsed.kind === 'sha256') return timingSafeEqual(sha256(secret), parsed.digest);
+    const { N, r, p, salt, hash } = parsed;
     const derived = scryptSync(secret, salt, hash.length, { N, r, p, maxmem: maxmemFor(N, r, p) });
     return timingSafeEqual(derived, hash);
   } catch {
@@ -212,11 +227,12 @@ export function verifySecret(secret: string, encoded: string): boolean {
   }
 }
 
-/** verifySecret() without blocking the event loop (for the token endpoint). Never rejects. */
+/** verifySecret() without blocking the event loop on legacy scrypt hashes (token endpoint). Never rejects. */
 export async function verifySecretAsync(secret: string, encoded: string): Promise<boolean> {
-  const params = parseHash(encoded);
-  if (!params || typeof secret !== 'string' || secret === '') return false;
-  const { N, r, p, salt, hash } = params;
+  const parsed = parseHash(encoded);
+  if (!parsed || typeof secret !== 'string' || secret === '') return false;
+  if (parsed.kind === 'sha256') return verifySecret(secret, encoded);
+  const { N, r, p, salt, hash } = parsed;
   return new Promise((resolve) => {
     try {
       scrypt(secret, salt, hash.length, { N, r, p, maxmem: maxmemFor(N, r, p) }, (err, derived) => {
@@ -484,7 +500,7 @@ export function loadClients(file: string): ClientRecord[] {
 
 const HEADER = [
   '# Kiwi ID registered clients (relying parties), one [[client]] table per service.',
-  '# Managed with `kiwi-id client ...`; secrets are stored only as scrypt hashes.',
+  '# Managed with `kiwi-id client ...`; secrets are stored only as hashes.',
   '',
 ].join('\n');
 
