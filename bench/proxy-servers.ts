@@ -14,6 +14,7 @@ import { UpstreamProxy } from '../wrapper/src/server/proxy.js';
 import { proxyAgent, upstreamTls } from '../wrapper/src/upstream/tls.js';
 
 const [mode, certDir, originPort] = process.argv.slice(2);
+process.on('SIGTERM', () => process.exit(0)); // clean exit (lets --cpu-prof write its profile)
 const cert = (name: string) => fs.readFileSync(path.join(certDir!, name));
 const ready = (port: number) => process.stdout.write(JSON.stringify({ port }) + '\n');
 
