@@ -24,6 +24,8 @@ export interface SupervisorOptions {
   intervalMs: number;
   timeoutMs: number;
   stopTimeoutMs?: number;
+  /** First restart delay, doubled per crash up to 30 s. Default 500 ms. */
+  backoffMinMs?: number;
   log: Logger;
 }
 
@@ -41,7 +43,8 @@ export class Supervisor extends EventEmitter {
   crashLoop = false;
   private child: ResultPromise | null = null;
   private stopping = false;
-  private backoffMs = BACKOFF_MIN_MS;
+  private readonly backoffMinMs: number;
+  private backoffMs: number;
   private startedAt = 0;
   private healthySince = 0;
   private recentExits: number[] = [];
@@ -50,6 +53,8 @@ export class Supervisor extends EventEmitter {
 
   constructor(private o: SupervisorOptions) {
     super();
+    this.backoffMinMs = o.backoffMinMs ?? BACKOFF_MIN_MS;
+    this.backoffMs = this.backoffMinMs;
   }
 
   get healthy(): boolean {
@@ -129,7 +134,7 @@ export class Supervisor extends EventEmitter {
     const now = Date.now();
     if (ok) {
       if (this.state !== 'healthy') this.healthySince = now;
-      if (now - this.healthySince > STABLE_MS) this.backoffMs = BACKOFF_MIN_MS;
+      if (now - this.healthySince > STABLE_MS) this.backoffMs = this.backoffMinMs;
       this.setState('healthy');
       this.lastHealthy = now;
     } else {
