@@ -9,33 +9,10 @@
 // a real Kanidm is test/integration's (blocked with the upstream).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import * as oidc from 'openid-client';
 import { verify } from '../../wrapper/src/verify.js';
-import type { AccountClaims } from '../../wrapper/src/oidc/accounts.js';
-import type { CompletedLogin, LoginMethod } from '../../wrapper/src/oidc/upstream-login.js';
-import { UpstreamLoginError } from '../../wrapper/src/oidc/upstream-login.js';
 import { IssuerHarness } from './harness/issuer.js';
-
-class ScriptedLogin implements LoginMethod {
-  /** Who "signs in at Kanidm" next. */
-  user: AccountClaims = { sub: 'u-alice', preferred_username: 'alice', email: 'alice@kiwi.test', email_verified: true, groups: ['mail_users@idm.kiwi.test'] };
-  started = 0;
-  private readonly pending = new Map<string, string>();
-  constructor(private readonly h: IssuerHarness) {}
-  async begin(uid: string): Promise<URL> {
-    this.started++;
-    const state = randomBytes(16).toString('base64url');
-    this.pending.set(state, uid);
-    return new URL(`/oauth2/login/callback?state=${state}&code=scripted`, this.h.issuer);
-  }
-  async complete(url: URL): Promise<CompletedLogin> {
-    const uid = this.pending.get(url.searchParams.get('state') ?? '');
-    if (!uid) throw new UpstreamLoginError('invalid_request', 'unknown state');
-    this.pending.delete(url.searchParams.get('state')!);
-    return { uid, claims: { ...this.user } };
-  }
-}
+import { ScriptedLogin } from './harness/scripted-login.js';
 
 let login!: ScriptedLogin;
 const h = new IssuerHarness((self) => (login = new ScriptedLogin(self)));

@@ -45,7 +45,7 @@ export class IssuerHarness {
     level: 'info',
     destination: new Writable({ write: (c, _e, cb) => (this.logLines.push(String(c)), cb()) }),
   });
-  private readonly tls = {
+  readonly tls = {
     certPath: path.join(this.root, 'tls/server.crt'),
     keyPath: path.join(this.root, 'tls/server.key'),
     caPath: path.join(this.root, 'tls/ca.crt'),

@@ -15,6 +15,7 @@ import { adapterFactory, type OidcAdapter } from '../state/oidc-adapter.js';
 import type { StateStore } from '../state/store.js';
 import { Accounts, memberOfAny } from './accounts.js';
 import { clientMetadata, type ClientsSource } from './clients-source.js';
+import { errorPage, logoutDonePage, logoutPage } from './pages.js';
 import { UpstreamLoginError, type LoginMethod } from './upstream-login.js';
 
 export interface IssuerOptions {
@@ -51,8 +52,6 @@ const CLAIMS = {
 };
 const USER_DATA_SCOPES = 'profile email groups';
 const ALLOWED_GROUPS = 'urn:kiwi:allowed_groups';
-
-const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 // oidc-provider's sub-paths: authorization resume (/authorize/:uid) and
 // logout confirm/success. Kanidm has its own /oauth2/token/introspect etc.,
@@ -140,7 +139,17 @@ export function createIssuer(o: IssuerOptions): { provider: Provider; route: Rou
       introspection: { enabled: true },
       revocation: { enabled: true },
       clientCredentials: { enabled: true },
-      rpInitiatedLogout: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        logoutSource: async (ctx, form) => {
+          ctx.type = 'html';
+          ctx.body = logoutPage(ctx.host, form);
+        },
+        postLogoutSuccessSource: async (ctx) => {
+          ctx.type = 'html';
+          ctx.body = logoutDonePage();
+        },
+      },
       resourceIndicators: {
         enabled: true,
         useGrantedResource: async () => false,
@@ -173,10 +182,7 @@ export function createIssuer(o: IssuerOptions): { provider: Provider; route: Rou
     renderError: async (ctx, out) => {
       // Never a stack; the OAuth2 error code and description are what the user and the logs need.
       ctx.type = 'html';
-      ctx.body =
-        `<!doctype html><html><head><meta charset="utf-8"><title>Sign-in error</title></head><body>` +
-        `<h1>Sign-in error</h1><p><code>${escapeHtml(String(out.error))}</code>: ${escapeHtml(String(out.error_description ?? ''))}</p>` +
-        `</body></html>`;
+      ctx.body = errorPage(String(out.error), String(out.error_description ?? ''));
     },
   };
 

@@ -1,0 +1,41 @@
+// Headless Debian chromium via playwright-core, trusting a test CA the honest
+// way: the CA goes into a private NSS database (the store Chromium uses on
+// Linux) in a throwaway HOME. Certificate errors are never ignored; WebAuthn
+// would refuse a page with one anyway.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
+
+export const CHROMIUM = '/usr/bin/chromium';
+
+export async function launchTrusting(caFile: string): Promise<{ browser: Browser; close: () => Promise<void> }> {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-browser-home-'));
+  const db = `sql:${path.join(home, '.pki/nssdb')}`;
+  fs.mkdirSync(path.join(home, '.pki/nssdb'), { recursive: true });
+  execFileSync('certutil', ['-d', db, '-N', '--empty-password']);
+  execFileSync('certutil', ['-d', db, '-A', '-t', 'C,,', '-n', 'kiwi-test-ca', '-i', caFile]);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    env: { ...process.env, HOME: home },
+    // Running as root in CI containers needs --no-sandbox; TLS checks stay on.
+    args: ['--no-sandbox'],
+  });
+  return {
+    browser,
+    close: async () => {
+      await browser.close();
+      fs.rmSync(home, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
