@@ -12,7 +12,8 @@ import type { Page } from 'playwright-core';
 import { IssuerHarness } from '../component/harness/issuer.js';
 import { ScriptedLogin } from '../component/harness/scripted-login.js';
 import { generateDevCertificate } from '../../wrapper/src/tls-certs.js';
-import { freePort, launchTrusting } from '../e2e/browser.js';
+import { launchTrusting } from '../e2e/browser.js';
+import { freePort } from '../e2e/net.js';
 import { startSampleService } from '../e2e/sample-service.js';
 
 let login!: ScriptedLogin;

@@ -7,7 +7,6 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -15,6 +14,7 @@ import { createLogger } from '../../wrapper/src/log.js';
 import { generateDevCertificate } from '../../wrapper/src/tls-certs.js';
 import { Supervisor } from '../../wrapper/src/upstream/supervisor.js';
 import { undiciAgent, upstreamTls } from '../../wrapper/src/upstream/tls.js';
+import { freePort } from '../e2e/net.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-supervisor-'));
 const tls = { certPath: path.join(root, 'tls.crt'), keyPath: path.join(root, 'tls.key'), caPath: path.join(root, 'ca.crt'), hostnames: ['localhost'], ips: ['127.0.0.1'], days: 1 };
@@ -27,14 +27,6 @@ after(async () => {
 
 const logLines: string[] = [];
 const log = createLogger({ level: 'debug', destination: new Writable({ write: (c, _e, cb) => (logLines.push(String(c)), cb()) }) });
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 let n = 0;
 async function supervisor(mode: string, extra: { timeoutMs?: number; bin?: string; compatibilityFile?: string; stopTimeoutMs?: number } = {}) {

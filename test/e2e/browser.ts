@@ -4,7 +4,6 @@
 // would refuse a page with one anyway.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
@@ -30,12 +29,4 @@ export async function launchTrusting(caFile: string): Promise<{ browser: Browser
       fs.rmSync(home, { recursive: true, force: true });
     },
   };
-}
-
-export async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }

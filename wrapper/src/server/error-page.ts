@@ -1,6 +1,7 @@
 // The wrapper's own error responses: short, no internals, in the format the
 // client asked for (OAuth2/JSON clients get JSON, browsers a small page).
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { escapeHtml, htmlPage } from '../html.js';
 
 const TITLES: Record<number, string> = {
   400: 'Bad Request',
@@ -11,9 +12,6 @@ const TITLES: Record<number, string> = {
   503: 'Service Unavailable',
   504: 'Gateway Timeout',
 };
-
-const escapeHtml = (s: string) =>
-  s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 export interface ErrorPageOptions {
   retryAfterSeconds?: number;
@@ -38,10 +36,11 @@ export function sendErrorPage(
   const wantsJson = /\bjson\b/i.test(String(req.headers.accept ?? ''));
   const body = wantsJson
     ? JSON.stringify({ error: title.toLowerCase().replace(/ /g, '_'), error_description: message })
-    : `<!doctype html><html><head><meta charset="utf-8"><title>${status} ${title}</title></head>` +
-      `<body><h1>${status} ${title}</h1><p>${escapeHtml(message)}</p>` +
-      (o.requestId ? `<p><small>Request id: ${escapeHtml(o.requestId)}</small></p>` : '') +
-      '</body></html>\n';
+    : htmlPage(
+        `${status} ${title}`,
+        `<h1>${status} ${title}</h1><p>${escapeHtml(message)}</p>` +
+          (o.requestId ? `<p><small>Request id: ${escapeHtml(o.requestId)}</small></p>` : ''),
+      );
   res.statusCode = status;
   res.setHeader('content-type', wantsJson ? 'application/json' : 'text/html; charset=utf-8');
   res.setHeader('cache-control', 'no-store');
