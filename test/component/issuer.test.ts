@@ -286,6 +286,14 @@ test('refresh: rotation, reuse detection revokes the family, and tokens survive 
   assert.equal(JSON.parse(family.text).error, 'invalid_grant', 'reuse must revoke the rotated successor too');
 });
 
+test('issuer events are counted (tokens issued, OAuth2 errors, revocations)', () => {
+  assert.ok((h.events['grant.success'] ?? 0) >= 5, JSON.stringify(h.events));
+  assert.ok((h.events['grant.error'] ?? 0) >= 3, JSON.stringify(h.events));
+  assert.ok((h.events['grant.revoked'] ?? 0) >= 1, JSON.stringify(h.events));
+  assert.ok((h.events['authorization.error'] ?? 0) >= 2, JSON.stringify(h.events));
+  assert.equal(h.events['server_error'], undefined, 'no server_error in the whole suite');
+});
+
 test('the issuer log contains none of the secrets used above', () => {
   const all = h.logLines.join('');
   for (const s of Object.values(secrets)) assert.equal(all.includes(s), false);

@@ -32,7 +32,7 @@ export interface Running {
 const SWEEP_INTERVAL_MS = 60_000;
 
 /** The OIDC issuer and what it needs: signing key, state store, clients, login at Kanidm. */
-async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher) {
+async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher, metrics: Metrics) {
   const key = await loadSigningKey(cfg.jwt_private_key, cfg.jwt_public_key);
   const store = new SqliteStateStore({ dataDir: cfg.data_dir });
   const sweeper = setInterval(() => void store.sweep().catch(() => {}), SWEEP_INTERVAL_MS).unref();
@@ -60,6 +60,7 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher)
     ttl: cfg.tokens,
     cookieKeys: loadOrCreateCookieKeys(join(cfg.data_dir, 'cookie-keys')),
     log: childLogger(log, 'issuer'),
+    countEvent: (event) => metrics.oidcEvents.inc({ event }),
   });
   const close = async () => {
     clearInterval(sweeper);
@@ -77,8 +78,8 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
   const caPath = cfg.upstream_ca ?? readServerToml(cfg.upstream_config).tlsCa;
   const tls = upstreamTls(cfg.upstream_addr, caPath);
   const dispatcher = undiciAgent(tls);
-  const issuer = await issuerRoute(cfg, log, dispatcher);
   const metrics = createMetrics();
+  const issuer = await issuerRoute(cfg, log, dispatcher, metrics);
   const supervisor = new Supervisor({
     bin: cfg.upstream_bin,
     config: cfg.upstream_config,

@@ -31,6 +31,8 @@ export class IssuerHarness {
   readonly root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-issuer-'));
   readonly logLines: string[] = [];
   readonly secrets: Record<string, string> = {};
+  /** What the issuer reported through countEvent (feeds kiwi_oidc_events_total in production). */
+  readonly events: Record<string, number> = {};
   readonly clientsFile = path.join(this.root, 'clients.toml');
   readonly dispatcher: Agent;
   issuer = '';
@@ -109,6 +111,7 @@ export class IssuerHarness {
       ttl: TTL,
       cookieKeys: this.cookieKeys,
       log: this.log,
+      countEvent: (e) => (this.events[e] = (this.events[e] ?? 0) + 1),
     });
     this.provider = made.provider;
     this.route = made.route;

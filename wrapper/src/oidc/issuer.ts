@@ -28,6 +28,8 @@ export interface IssuerOptions {
   ttl: TokenTtls;
   cookieKeys: string[];
   log: Logger;
+  /** Counts issuer events by name (Prometheus `kiwi_oidc_events_total`). */
+  countEvent?: (event: string) => void;
 }
 
 export const PATHS = {
@@ -198,6 +200,15 @@ export function createIssuer(o: IssuerOptions): { provider: Provider; route: Rou
     provider.on(ev, (_ctx: KoaContextWithOIDC, err: Error & { error_description?: string }) => {
       o.log.info({ event: ev, error: err.message, error_description: err.error_description }, 'oauth2 error');
     });
+  }
+  if (o.countEvent) {
+    const count = o.countEvent;
+    for (const ev of [
+      'authorization.success', 'authorization.error', 'grant.success', 'grant.error', 'grant.revoked',
+      'end_session.success', 'introspection.error', 'revocation.error', 'userinfo.error', 'server_error',
+    ]) {
+      provider.on(ev, () => count(ev));
+    }
   }
   provider.on('grant.revoked', (_ctx: KoaContextWithOIDC, grantId: string) => o.log.warn({ grant_id: grantId }, 'grant revoked'));
 

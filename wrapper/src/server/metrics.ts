@@ -9,6 +9,7 @@ export interface Metrics {
   upstreamRestarts: Counter;
   upstreamHealthy: Gauge;
   upstreamCrashLoop: Gauge;
+  oidcEvents: Counter<'event'>;
 }
 
 export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics {
@@ -44,6 +45,12 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     upstreamCrashLoop: new Gauge({
       name: 'kiwi_upstream_crash_loop',
       help: '1 while Kanidm exits repeatedly within a short window',
+      registers: [registry],
+    }),
+    oidcEvents: new Counter({
+      name: 'kiwi_oidc_events_total',
+      help: 'Issuer events: tokens issued, authorizations, OAuth2 errors, revocations, logouts',
+      labelNames: ['event'],
       registers: [registry],
     }),
   };
