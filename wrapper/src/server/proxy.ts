@@ -30,6 +30,9 @@ export interface UpstreamProxyOptions {
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'upgrade'];
 const CLIENT_CLAIMS = ['forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip'];
 
+/** Socket errors that mean the upstream process went away (crash, restart). */
+const UPSTREAM_GONE = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE']);
+
 class BodyTooLarge extends Error {
   readonly code = 'EBODYLIMIT';
 }
@@ -158,9 +161,10 @@ export class UpstreamProxy {
     if (code === 'ETIMEDOUT') {
       return sendErrorPage(req, res, 504, 'The identity service did not answer in time.', { requestId });
     }
-    // The health probe may not have noticed a crash yet: a refused connection
-    // means the process is gone, which is "unavailable, retry", not "broken".
-    if (!this.o.isHealthy() || code === 'ECONNREFUSED') return this.unavailable(req, res, requestId);
+    // The health probe may not have noticed a crash yet: a refused or reset
+    // connection means the process is gone or going, which is "unavailable,
+    // retry", not "broken". TLS and protocol errors stay 502.
+    if (!this.o.isHealthy() || UPSTREAM_GONE.has(code ?? '')) return this.unavailable(req, res, requestId);
     sendErrorPage(req, res, 502, 'The identity service gave an invalid response.', { requestId });
   }
 }
