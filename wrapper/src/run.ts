@@ -147,8 +147,11 @@ export function handleSignals(running: Running): void {
       },
     );
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  // `on`, not `once`: execa's signal-exit re-raises a signal once it holds
+  // the last listener, which would kill the process mid-drain. A repeated
+  // signal joins the shutdown already running.
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => running.frontDoor.reloadTls());
   running.supervisor.on('fatal', (err: Error) => {
     running.log.error({ err_message: err.message }, 'upstream cannot be started; exiting');
