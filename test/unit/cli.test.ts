@@ -91,6 +91,18 @@ test('version prints wrapper and pinned upstream versions as JSON', () => {
   assert.match(v.upstream, /^kanidm \S+$/);
 });
 
+test('kanidm passthrough: arguments, local URL and pinned CA, stdin and exit code go through', () => {
+  // A recording script in place of the kanidm binary: what it receives is what kanidm would.
+  const cliPath = path.join(dir, 'kanidm-recorder');
+  fs.writeFileSync(cliPath, '#!/bin/sh\nprintf "%s|" "$@"; echo "url=$KANIDM_URL ca=$KANIDM_CA_PATH"; read line; echo "stdin=$line"; exit 7\n', { mode: 0o755 });
+  fs.writeFileSync(path.join(dir, 'upstream-ca.pem'), 'ca\n');
+  const file = path.join(dir, 'recorder.toml');
+  fs.writeFileSync(file, fs.readFileSync(path.join(dir, 'good.toml'), 'utf8') + `\nupstream_cli = "${cliPath}"\nupstream_ca = "upstream-ca.pem"\nupstream_addr = "https://127.0.0.1:18443"\n`);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', cli, '-c', file, 'kanidm', 'person', 'get', 'alice', '--name', 'idm_admin'], { encoding: 'utf8', input: 'typed-by-operator\n' });
+  assert.equal(r.status, 7, r.stderr);
+  assert.equal(r.stdout, `person|get|alice|--name|idm_admin|url=https://127.0.0.1:18443 ca=${path.join(dir, 'upstream-ca.pem')}\nstdin=typed-by-operator\n`);
+});
+
 test('kanidm passthrough reports a missing upstream CLI clearly (exit 127)', () => {
   const file = path.join(dir, 'nocli.toml');
   fs.writeFileSync(file, fs.readFileSync(path.join(dir, 'good.toml'), 'utf8') + '\nupstream_cli = "/nonexistent/kanidm"\n');
