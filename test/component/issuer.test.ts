@@ -67,6 +67,9 @@ test('discovery: one issuer, the sheet\'s endpoints, code flow with S256 only', 
   assert.deepEqual(d.code_challenge_methods_supported, ['S256']);
   assert.deepEqual(d.id_token_signing_alg_values_supported, ['ES256']);
   assert.ok(d.token_endpoint_auth_methods_supported.includes('private_key_jwt'));
+  assert.equal(r.headers['x-frame-options'], 'DENY');
+  assert.equal(r.headers['referrer-policy'], 'no-referrer');
+  assert.equal(r.headers['strict-transport-security'], 'max-age=31536000');
 });
 
 test('/oauth2/keys serves exactly jwt_public_key, without private members', async () => {

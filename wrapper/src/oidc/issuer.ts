@@ -53,6 +53,14 @@ const CLAIMS = {
   groups: ['groups'],
 };
 const USER_DATA_SCOPES = 'profile email groups';
+// The issuer's pages (logout confirmation, errors) must not be framed
+// (clickjacking) or leak codes through Referer; HTTPS is the only way in.
+const SECURITY_HEADERS: ReadonlyArray<[string, string]> = [
+  ['x-frame-options', 'DENY'],
+  ['x-content-type-options', 'nosniff'],
+  ['referrer-policy', 'no-referrer'],
+  ['strict-transport-security', 'max-age=31536000'],
+];
 const ALLOWED_GROUPS = 'urn:kiwi:allowed_groups';
 
 // oidc-provider's sub-paths: authorization resume (/authorize/:uid) and
@@ -288,6 +296,7 @@ export function createIssuer(o: IssuerOptions): { provider: Provider; route: Rou
     name: 'oidc',
     matches: isIssuerPath,
     handle: (req, res) => {
+      for (const [name, value] of SECURITY_HEADERS) res.setHeader(name, value);
       const pathname = (req.url ?? '/').split('?')[0]!;
       if (pathname.startsWith(INTERACTION_PREFIX) && req.method === 'GET') return interaction(req, res);
       if (pathname === LOGIN_CALLBACK && req.method === 'GET') return loginCallback(req, res);
