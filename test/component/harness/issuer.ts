@@ -56,7 +56,10 @@ export class IssuerHarness {
     days: 2,
   };
 
-  constructor(private readonly login: (h: IssuerHarness) => LoginMethod | null) {
+  constructor(
+    private readonly login: (h: IssuerHarness) => LoginMethod | null,
+    private readonly alg: 'ES256' | 'EdDSA' | 'RS256' = 'ES256',
+  ) {
     generateDevCertificate(this.tls);
     this.dispatcher = new Agent({ connect: { ca: fs.readFileSync(this.tls.caPath) } });
   }
@@ -64,7 +67,7 @@ export class IssuerHarness {
   async start(): Promise<void> {
     const priv = path.join(this.root, 'jwt-private.pem');
     const pub = path.join(this.root, 'jwt-public.pem');
-    await generateSigningKeyPair(priv, pub, 'ES256');
+    await generateSigningKeyPair(priv, pub, this.alg);
     this.key = await loadSigningKey(priv, pub);
     this.store = new SqliteStateStore({ dataDir: path.join(this.root, 'data') });
     const upstream = 'https://127.0.0.1:1';
