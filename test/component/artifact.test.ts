@@ -6,6 +6,9 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { verify } from '../../wrapper/src/verify.js';
+import { form } from './harness/issuer.js';
+import { WrapperProcess } from './harness/wrapper-process.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-artifact-'));
 const kiwi = path.join(root, 'opt/kiwi/bin/kiwi-id');
@@ -44,4 +47,33 @@ test('runs without the repository: version, init, check-config, state (native ad
   assert.equal(stats.status, 0, stats.stderr);
   assert.deepEqual(JSON.parse(stats.stdout), {});
   assert.equal(fs.existsSync(path.join(dev, 'data/state.db')), true);
+});
+
+test('the bundled wrapper runs: issuer + proxy + SQLite state; its JWTs verify with jwt-public.pem alone; SIGTERM exits 0', async () => {
+  const dir = path.join(root, 'run');
+  fs.mkdirSync(dir);
+  // The scripted upstream is test scaffolding and needs the system node on PATH;
+  // the wrapper itself runs on the artifact's own runtime.
+  const w = new WrapperProcess(dir, [kiwi], { PATH: process.env.PATH });
+  try {
+    await w.start();
+    const cli = (...args: string[]) => spawnSync(kiwi, ['-c', w.config, ...args], { encoding: 'utf8' });
+    assert.equal(cli('client', 'add', 'kiwi-mail', '--redirect-uri', 'https://mail.kiwi.test/cb').status, 0);
+    const add = cli('client', 'add', 'svc', '--grant', 'client_credentials');
+    assert.equal(add.status, 0, add.stderr);
+    const secret = /client_secret: (\S+)/.exec(add.stdout)![1]!;
+    const token = async (extra: Record<string, string>) => {
+      const t = await w.get('/oauth2/token', form({ grant_type: 'client_credentials', client_id: 'svc', client_secret: secret, ...extra }));
+      assert.equal(t.status, 200, t.text);
+      return JSON.parse(t.text).access_token as string;
+    };
+    const jwt = await token({ resource: 'https://mail.kiwi.test' });
+    const claims = await verify(jwt, fs.readFileSync(path.join(dir, 'jwt-public.pem'), 'utf8'), { issuer: w.base, audience: 'https://mail.kiwi.test' });
+    assert.equal(claims.client_id, 'svc');
+    await token({}); // opaque: stored in SQLite
+    assert.equal(JSON.parse(cli('state', 'stats').stdout).ClientCredentials, 1);
+    assert.equal(await w.stop(), 0);
+  } finally {
+    await w.close();
+  }
 });

@@ -1,0 +1,117 @@
+// A whole `kiwi-id run` process with everything it needs in a temp dir: listener
+// TLS, JWT keys, a config, and as its upstream the scripted child of the
+// supervisor tests (fixtures/status-server.mjs), pinned by its own checksum.
+// `command` is how kiwi-id is started (tsx from source, or the built artifact).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Agent, request } from 'undici';
+import { generateSigningKeyPair } from '../../../wrapper/src/keys.js';
+import { generateDevCertificate } from '../../../wrapper/src/tls-certs.js';
+import { freePort } from '../../e2e/net.js';
+
+const FIXTURE = path.resolve('test/component/fixtures/status-server.mjs');
+
+export class WrapperProcess {
+  readonly out: string[] = [];
+  child!: ChildProcess;
+  base = '';
+  dispatcher!: Agent;
+  readonly config: string;
+
+  constructor(
+    readonly root: string,
+    private readonly command: string[],
+    private readonly env: NodeJS.ProcessEnv = process.env,
+  ) {
+    this.config = path.join(root, 'config.toml');
+  }
+
+  /** Writes the files, starts `kiwi-id run`, resolves once /readyz says ready. */
+  async start(): Promise<void> {
+    const root = this.root;
+    const cert = (name: string) => {
+      const o = { certPath: path.join(root, `${name}.crt`), keyPath: path.join(root, `${name}.key`), caPath: path.join(root, `${name}-ca.crt`), hostnames: ['localhost'], ips: ['127.0.0.1'], days: 1 };
+      generateDevCertificate(o);
+      return o;
+    };
+    const listener = cert('wrapper');
+    const upstream = cert('upstream');
+    await generateSigningKeyPair(path.join(root, 'jwt-private.pem'), path.join(root, 'jwt-public.pem'));
+    const bin = path.join(root, 'bin/kanidmd');
+    fs.mkdirSync(path.dirname(bin), { recursive: true });
+    fs.copyFileSync(FIXTURE, bin);
+    fs.chmodSync(bin, 0o755);
+    const sum = 'sha256:' + createHash('sha256').update(fs.readFileSync(bin)).digest('hex');
+    fs.writeFileSync(path.join(root, 'compatibility.toml'), `[upstream]\nname = "kanidm"\nversion = "test"\n[upstream.checksums]\n"bin/kanidmd" = "${sum}"\n`);
+    const upstreamPort = await freePort();
+    fs.writeFileSync(path.join(root, 'upstream.json'), JSON.stringify({ port: upstreamPort, cert: upstream.certPath, key: upstream.keyPath, mode: 'ok' }));
+    const port = await freePort();
+    fs.writeFileSync(
+      this.config,
+      [
+        `listen_addr = "127.0.0.1:${port}"`,
+        `issuer = "https://localhost:${port}"`,
+        'tls_cert = "wrapper.crt"',
+        'tls_key = "wrapper.key"',
+        `upstream_addr = "https://127.0.0.1:${upstreamPort}"`,
+        'upstream_bin = "bin/kanidmd"',
+        'upstream_config = "upstream.json"',
+        'upstream_ca = "upstream-ca.crt"',
+        'compatibility_file = "compatibility.toml"',
+        'health_check_interval = "200ms"',
+        'health_check_timeout = "5s"',
+        'jwt_private_key = "jwt-private.pem"',
+        'jwt_public_key = "jwt-public.pem"',
+        'data_dir = "data"',
+        'drain_timeout = "3s"',
+      ].join('\n'),
+    );
+    this.base = `https://localhost:${port}`;
+    this.dispatcher = new Agent({ connect: { ca: fs.readFileSync(listener.caPath) } });
+    const [cmd, ...args] = this.command;
+    this.child = spawn(cmd!, [...args, '-c', this.config, 'run'], { stdio: ['ignore', 'pipe', 'pipe'], env: this.env });
+    this.child.stdout!.on('data', (d) => this.out.push(String(d)));
+    this.child.stderr!.on('data', (d) => this.out.push(String(d)));
+    await this.until('readiness', async () => (await this.get('/readyz')).status === 200);
+  }
+
+  /** The JSON log lines so far (non-JSON lines as {raw}). */
+  lines(): Array<Record<string, any>> {
+    return this.out.join('').split('\n').filter(Boolean).map((l) => {
+      try {
+        return JSON.parse(l);
+      } catch {
+        return { raw: l };
+      }
+    });
+  }
+
+  async get(p: string, init: Parameters<typeof request>[1] = {}) {
+    const res = await request(this.base + p, { dispatcher: this.dispatcher, ...init });
+    return { status: res.statusCode, text: await res.body.text() };
+  }
+
+  async until(what: string, ok: () => Promise<boolean>, ms = 15_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      if (await ok().catch(() => false)) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`timed out waiting for ${what}\n${this.out.join('').slice(-2000)}`);
+  }
+
+  /** SIGTERM; resolves with the exit code. */
+  stop(): Promise<number | null> {
+    if (this.child.exitCode !== null) return Promise.resolve(this.child.exitCode);
+    const exited = new Promise<number | null>((r) => this.child.once('exit', (code) => r(code)));
+    this.child.kill('SIGTERM');
+    return exited;
+  }
+
+  async close(): Promise<void> {
+    if (this.child?.exitCode === null) this.child.kill('SIGKILL');
+    await this.dispatcher?.close();
+  }
+}
