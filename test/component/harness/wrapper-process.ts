@@ -13,6 +13,16 @@ import { freePort } from '../../e2e/net.js';
 
 const FIXTURE = path.resolve('test/component/fixtures/status-server.mjs');
 
+export interface WrapperProcessOptions {
+  /** Listener address (default 127.0.0.1 on a free port). */
+  listenHost?: string;
+  listenPort?: number;
+  /** Upstream loopback port (default: a free one). */
+  upstreamPort?: number;
+  /** Readiness check (default: GET /readyz from this process). */
+  ready?: (w: WrapperProcess) => Promise<boolean>;
+}
+
 export class WrapperProcess {
   readonly out: string[] = [];
   child!: ChildProcess;
@@ -24,15 +34,23 @@ export class WrapperProcess {
     readonly root: string,
     private readonly command: string[],
     private readonly env: NodeJS.ProcessEnv = process.env,
+    private readonly o: WrapperProcessOptions = {},
   ) {
     this.config = path.join(root, 'config.toml');
+  }
+
+  /** The listener's CA certificate (what clients trust). */
+  get caPath(): string {
+    return path.join(this.root, 'wrapper-ca.crt');
   }
 
   /** Writes the files, starts `kiwi-id run`, resolves once /readyz says ready. */
   async start(): Promise<void> {
     const root = this.root;
+    const host = this.o.listenHost ?? '127.0.0.1';
     const cert = (name: string) => {
-      const o = { certPath: path.join(root, `${name}.crt`), keyPath: path.join(root, `${name}.key`), caPath: path.join(root, `${name}-ca.crt`), hostnames: ['localhost'], ips: ['127.0.0.1'], days: 1 };
+      const ips = [...new Set(['127.0.0.1', host])];
+      const o = { certPath: path.join(root, `${name}.crt`), keyPath: path.join(root, `${name}.key`), caPath: path.join(root, `${name}-ca.crt`), hostnames: ['localhost'], ips, days: 1 };
       generateDevCertificate(o);
       return o;
     };
@@ -45,14 +63,15 @@ export class WrapperProcess {
     fs.chmodSync(bin, 0o755);
     const sum = 'sha256:' + createHash('sha256').update(fs.readFileSync(bin)).digest('hex');
     fs.writeFileSync(path.join(root, 'compatibility.toml'), `[upstream]\nname = "kanidm"\nversion = "test"\n[upstream.checksums]\n"bin/kanidmd" = "${sum}"\n`);
-    const upstreamPort = await freePort();
+    const upstreamPort = this.o.upstreamPort ?? (await freePort());
     fs.writeFileSync(path.join(root, 'upstream.json'), JSON.stringify({ port: upstreamPort, cert: upstream.certPath, key: upstream.keyPath, mode: 'ok' }));
-    const port = await freePort();
+    const port = this.o.listenPort ?? (await freePort());
+    const publicHost = host === '127.0.0.1' ? 'localhost' : host;
     fs.writeFileSync(
       this.config,
       [
-        `listen_addr = "127.0.0.1:${port}"`,
-        `issuer = "https://localhost:${port}"`,
+        `listen_addr = "${host}:${port}"`,
+        `issuer = "https://${publicHost}:${port}"`,
         'tls_cert = "wrapper.crt"',
         'tls_key = "wrapper.key"',
         `upstream_addr = "https://127.0.0.1:${upstreamPort}"`,
@@ -68,13 +87,13 @@ export class WrapperProcess {
         'drain_timeout = "3s"',
       ].join('\n'),
     );
-    this.base = `https://localhost:${port}`;
+    this.base = `https://${publicHost}:${port}`;
     this.dispatcher = new Agent({ connect: { ca: fs.readFileSync(listener.caPath) } });
     const [cmd, ...args] = this.command;
     this.child = spawn(cmd!, [...args, '-c', this.config, 'run'], { stdio: ['ignore', 'pipe', 'pipe'], env: this.env });
     this.child.stdout!.on('data', (d) => this.out.push(String(d)));
     this.child.stderr!.on('data', (d) => this.out.push(String(d)));
-    await this.until('readiness', async () => (await this.get('/readyz')).status === 200);
+    await this.until('readiness', this.o.ready ? () => this.o.ready!(this) : async () => (await this.get('/readyz')).status === 200);
   }
 
   /** The JSON log lines so far (non-JSON lines as {raw}). */
