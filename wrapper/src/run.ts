@@ -1,6 +1,6 @@
 // `kiwi-id run`: wires config, logs, the supervised Kanidm, the front door
 // and the issuer together, and owns the process signals.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
@@ -14,6 +14,7 @@ import { KanidmLogin } from './oidc/upstream-login.js';
 import { FrontDoor } from './server/front-door.js';
 import { createMetrics, type Metrics } from './server/metrics.js';
 import { UpstreamProxy } from './server/proxy.js';
+import { readSecretFile } from './secret-file.js';
 import { SqliteStateStore } from './state/store.js';
 import { readServerToml } from './upstream/files.js';
 import { verifyPinned } from './upstream/pin.js';
@@ -35,7 +36,9 @@ const SWEEP_INTERVAL_MS = 60_000;
 async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher, metrics: Metrics) {
   const key = await loadSigningKey(cfg.jwt_private_key, cfg.jwt_public_key);
   const store = new SqliteStateStore({ dataDir: cfg.data_dir });
-  const sweeper = setInterval(() => void store.sweep().catch(() => {}), SWEEP_INTERVAL_MS).unref();
+  const sweeper = setInterval(() => {
+    store.sweep().catch((err) => log.error({ err_message: (err as Error).message }, 'state sweep failed'));
+  }, SWEEP_INTERVAL_MS).unref();
   const secretFile = cfg.upstream_oauth2.client_secret_file;
   let login: KanidmLogin | null = null;
   if (existsSync(secretFile)) {
@@ -44,7 +47,7 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
       upstreamAddr: cfg.upstream_addr,
       dispatcher,
       clientId: cfg.upstream_oauth2.client_id,
-      clientSecret: readFileSync(secretFile, 'utf8').trim(),
+      clientSecret: readSecretFile(secretFile).trim(),
       redirectUri: cfg.issuer + LOGIN_CALLBACK,
       store,
     });

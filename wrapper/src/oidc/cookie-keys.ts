@@ -3,15 +3,14 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { writeNewFilesAtomic } from '../keys.js';
+import { readSecretFile } from '../secret-file.js';
 
 export function loadOrCreateCookieKeys(file: string): string[] {
   if (!fs.existsSync(file)) {
     writeNewFilesAtomic([{ path: file, data: randomBytes(32).toString('base64url') + '\n', mode: 0o600 }]);
   }
-  const mode = fs.statSync(file).mode & 0o777;
-  if (mode & 0o077) throw new Error(`${file}: cookie keys are readable by group/others (mode ${mode.toString(8)}); run chmod 600`);
   // One key per line: the first signs, all verify (rotation = prepend a line).
-  const keys = fs.readFileSync(file, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+  const keys = readSecretFile(file).split('\n').map((l) => l.trim()).filter(Boolean);
   if (keys.length === 0) throw new Error(`${file}: no cookie keys in file`);
   return keys;
 }
