@@ -1,7 +1,7 @@
 // The CLI as an operator runs it: a separate process, exit codes and stderr.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -127,4 +127,26 @@ test('client add/list through the real CLI: secret shown once, only its hash sto
   assert.equal(list.status, 0, list.stderr);
   assert.match(list.stdout, /kiwi-mail/);
   assert.ok(!list.stdout.includes('sha256$') && !list.stdout.includes(secret));
+});
+
+test('concurrent client commands do not lose each other\'s changes; a stale lock is taken over', async () => {
+  const file = path.join(dir, 'concurrent-clients.toml');
+  const cfg = path.join(dir, 'concurrent.toml');
+  fs.writeFileSync(cfg, fs.readFileSync(path.join(dir, 'good.toml'), 'utf8') + `\n[clients]\nfile = "${file}"\n`);
+  const add = (id: string) =>
+    new Promise<number | null>((resolve) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', cli, '-c', cfg, 'client', 'add', id, '--redirect-uri', `https://${id}.example.com/cb`], { stdio: 'ignore' });
+      child.on('exit', resolve);
+    });
+  const ids = ['svc-a', 'svc-b', 'svc-c', 'svc-d', 'svc-e', 'svc-f'];
+  assert.deepEqual(await Promise.all(ids.map(add)), ids.map(() => 0));
+  const stored = fs.readFileSync(file, 'utf8');
+  for (const id of ids) assert.match(stored, new RegExp(`client_id = "${id}"`));
+  assert.equal(fs.existsSync(`${file}.lock`), false, 'lock released');
+
+  // A lock whose owner is gone (crashed mid-command) does not block forever.
+  const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
+  fs.writeFileSync(`${file}.lock`, dead);
+  assert.equal(await add('svc-g'), 0);
+  assert.match(fs.readFileSync(file, 'utf8'), /client_id = "svc-g"/);
 });

@@ -13,7 +13,7 @@ import {
   loadClients,
   removeClient,
   rotateSecret,
-  saveClients,
+  updateClients,
   UnknownClientError,
   type ClientInput,
   type ClientRecord,
@@ -152,8 +152,10 @@ export function registerClientCommands(program: Command, resolveClientsFile: () 
           // The default scopes include offline_access, which only makes sense with refresh tokens.
           input.scopes = ['openid', 'profile', 'email', 'groups'];
         }
-        const { clients, secret } = addClient(loadClients(file), input);
-        saveClients(file, clients);
+        const secret = updateClients(file, (list) => {
+          const r = addClient(list, input);
+          return { clients: r.clients, result: r.secret };
+        });
         if (secret !== undefined) {
           out(cmd, `added client ${id} to ${file}\n` + secretMessage(id, secret));
         } else {
@@ -185,7 +187,7 @@ export function registerClientCommands(program: Command, resolveClientsFile: () 
     .action((id: string, _opts: unknown, cmd: Command) =>
       guarded(cmd, () => {
         const file = resolveClientsFile();
-        saveClients(file, removeClient(loadClients(file), id));
+        updateClients(file, (list) => ({ clients: removeClient(list, id), result: undefined }));
         out(cmd, `removed client ${id} from ${file}\n`);
       }),
     );
@@ -195,8 +197,10 @@ export function registerClientCommands(program: Command, resolveClientsFile: () 
     .action((id: string, _opts: unknown, cmd: Command) =>
       guarded(cmd, () => {
         const file = resolveClientsFile();
-        const { clients, secret } = rotateSecret(loadClients(file), id);
-        saveClients(file, clients);
+        const secret = updateClients(file, (list) => {
+          const r = rotateSecret(list, id);
+          return { clients: r.clients, result: r.secret };
+        });
         out(cmd, `rotated secret of client ${id} in ${file}; the old secret no longer works\n` + secretMessage(id, secret));
       }),
     );

@@ -531,6 +531,59 @@ export function saveClients(file: string, clients: readonly ClientRecord[]): voi
   replaceFileAtomic(file, text, 0o600);
 }
 
+/**
+ * Read-modify-write of the clients file under an exclusive lock (`<file>.lock`,
+ * created with O_EXCL, holding the owner's pid), so two `kiwi-id client`
+ * commands run at once cannot lose each other's change. A lock left by a
+ * process that no longer exists is taken over.
+ */
+export function updateClients<T>(file: string, change: (clients: ClientRecord[]) => { clients: ClientRecord[]; result: T }): T {
+  const lock = `${path.resolve(file)}.lock`;
+  fs.mkdirSync(path.dirname(lock), { recursive: true, mode: 0o700 });
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      fs.writeFileSync(lock, String(process.pid), { flag: 'wx', mode: 0o600 });
+      break;
+    } catch (e) {
+      if (errorCode(e) !== 'EEXIST') throw e;
+      if (lockIsStale(lock)) {
+        fs.rmSync(lock, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new ClientsFileError(file, undefined, undefined, `locked by another kiwi-id command (${lock}); try again`);
+      }
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 25);
+    }
+  }
+  try {
+    const { clients, result } = change(loadClients(file));
+    saveClients(file, clients);
+    return result;
+  } finally {
+    fs.rmSync(lock, { force: true });
+  }
+}
+
+const LOCK_WAIT_MS = 10_000;
+
+function lockIsStale(lock: string): boolean {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(lock, 'utf8'));
+  } catch {
+    return false; // vanished or being written: retry
+  }
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (e) {
+    return errorCode(e) === 'ESRCH';
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Pure list operations (used by the CLI)
 
