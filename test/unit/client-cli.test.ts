@@ -29,7 +29,9 @@ async function run(...args: string[]): Promise<Result> {
   const program = new Command('kiwi-id')
     .exitOverride()
     .configureOutput({ writeOut: (s) => void (stdout += s), writeErr: (s) => void (stderr += s) });
-  registerClientCommands(program, () => file);
+  registerClientCommands(program, () => file, (err) => {
+    throw err;
+  });
   // Belt and braces: anything written straight to process.stdout is captured too.
   const realWrite = process.stdout.write;
   process.stdout.write = ((chunk: string | Uint8Array) => {

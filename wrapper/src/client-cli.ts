@@ -43,15 +43,14 @@ type ExitCallback = (err: CommanderError) => void;
  * Commander keeps that callback in a private field; reading it lazily means a later
  * `program.exitOverride()` (as tests do) is still honoured.
  */
-function mapUsageExit(cmd: Command, program: Command): void {
+function mapUsageExit(cmd: Command, onExit: ExitCallback): void {
   cmd.exitOverride((err) => {
     const mapped =
       err.exitCode !== 0 && USAGE_ERRORS.has(err.code)
         ? new CommanderError(EXIT_BAD_INPUT, err.code, err.message)
         : err;
-    const parent = (program as unknown as { _exitCallback?: ExitCallback | null })._exitCallback;
-    if (parent) parent(mapped);
-    process.exit(mapped.exitCode);
+    onExit(mapped);
+    process.exit(mapped.exitCode); // in case onExit returned
   });
 }
 
@@ -117,13 +116,21 @@ interface AddOptions {
   postLogoutRedirectUri?: string[];
 }
 
-export function registerClientCommands(program: Command, resolveClientsFile: () => string): Command {
+/**
+ * `onExit` receives every exit (usage errors already mapped to exit 2); the
+ * default ends the process. Tests pass one that throws, to stay in-process.
+ */
+export function registerClientCommands(
+  program: Command,
+  resolveClientsFile: () => string,
+  onExit: ExitCallback = (err) => process.exit(err.exitCode),
+): Command {
   const client = program.command('client').description('manage registered clients (relying parties) in the clients file');
-  mapUsageExit(client, program);
+  mapUsageExit(client, onExit);
 
   const sub = (name: string, description: string): Command => {
     const c = client.command(name).description(description);
-    mapUsageExit(c, program);
+    mapUsageExit(c, onExit);
     return c;
   };
 
