@@ -214,7 +214,7 @@ test('Kanidm refusing the login (e.g. not in its scope map) reaches the service 
 });
 
 /** What a finished Kanidm login leaves behind: an account snapshot and a grant. */
-async function signedIn(clientId: string, scope: string) {
+async function signedIn(clientId: string, scope: string, usePkce = true) {
   const accountId = 'b1f5d7e2-0000-4000-8000-000000000001';
   await new Accounts(h.store, 3600).save({ sub: accountId, preferred_username: 'alice', email: 'alice@kiwi.test', email_verified: true, groups: ['mail_users@idm.kiwi.test'] });
   const grant = new h.provider.Grant({ accountId, clientId });
@@ -228,8 +228,7 @@ async function signedIn(clientId: string, scope: string) {
     grantId,
     scope,
     redirectUri: client.redirectUris![0]!,
-    codeChallenge: challenge,
-    codeChallengeMethod: 'S256',
+    ...(usePkce && { codeChallenge: challenge, codeChallengeMethod: 'S256' }),
     nonce: 'n1',
     authTime: Math.floor(Date.now() / 1000),
   } as never);
@@ -255,6 +254,21 @@ test('code exchange (seed request + client auth): id_token verifies offline; rep
   assert.equal(JSON.parse(replay.text).error, 'invalid_grant');
   const after = await http('/oauth2/userinfo', { headers: { authorization: `Bearer ${tokens.access_token}` } });
   assert.equal(after.status, 401, 'tokens from a replayed code must be revoked');
+});
+
+test('the sheet\'s token request, exactly as shown, works for a confidential client (authenticated by Basic auth)', async () => {
+  // A confidential service that did not use PKCE at /authorize (PKCE is optional
+  // for confidential clients, required for public ones).
+  const { code } = await signedIn('kiwi-mail', 'openid', false);
+  const seed = `grant_type=authorization_code&code=${code}&redirect_uri=https://mail.kiwi.test/callback&client_id=kiwi-mail`;
+  const r = await http('/oauth2/token', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic('kiwi-mail') }, body: seed });
+  assert.equal(r.status, 200, r.text);
+  await verify(JSON.parse(r.text).id_token, h.key.publicPem, { issuer: h.issuer, audience: 'kiwi-mail' });
+  // Without client authentication the same body is refused: kiwi-mail is not a public client.
+  const { code: other } = await signedIn('kiwi-mail', 'openid', false);
+  const anon = await http('/oauth2/token', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: seed.replace(code, other) });
+  assert.equal(anon.status, 401);
+  assert.equal(JSON.parse(anon.text).error, 'invalid_client');
 });
 
 test('code exchange: wrong redirect_uri or wrong code_verifier is invalid_grant', async () => {
