@@ -114,6 +114,31 @@ test('rotate-secret prints a new secret; the old one stops working', async () =>
   assert.match(pub.stderr, /no secret to rotate/);
 });
 
+test('update changes redirect URIs and allowed groups; the secret keeps working', async () => {
+  const added = await run('add', 'kiwi-wiki', '--redirect-uri', 'https://wiki.example.com/cb');
+  const secret = secretFrom(added.stdout);
+  const r = await run('update', 'kiwi-wiki', '--allowed-group', 'wiki_editors', 'staff', '--redirect-uri', 'https://wiki.example.com/oidc/cb');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /updated client kiwi-wiki/);
+  assert.doesNotMatch(r.stdout, /sha256\$/);
+  let c = loadClients(file).find((x) => x.client_id === 'kiwi-wiki')!;
+  assert.deepEqual(c.allowed_groups, ['wiki_editors', 'staff']);
+  assert.deepEqual(c.redirect_uris, ['https://wiki.example.com/oidc/cb']);
+  assert.ok(verifySecret(secret, c.client_secret_hash!), 'secret unchanged');
+  assert.equal((await run('update', 'kiwi-wiki', '--clear-allowed-groups')).code, 0);
+  c = loadClients(file).find((x) => x.client_id === 'kiwi-wiki')!;
+  assert.equal(c.allowed_groups, undefined);
+  // Bad input changes nothing.
+  const before = fs.readFileSync(file, 'utf8');
+  const bad = await run('update', 'kiwi-wiki', '--redirect-uri', 'http://wiki.example.com/cb');
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /redirect_uris/);
+  assert.equal((await run('update', 'kiwi-wiki')).code, 2, 'nothing to change');
+  assert.equal((await run('update', 'no-such-client', '--name', 'x')).code, 1);
+  assert.equal(fs.readFileSync(file, 'utf8'), before);
+  assert.equal((await run('remove', 'kiwi-wiki')).code, 0);
+});
+
 test('errors: one line on stderr; unknown id exits 1, bad input exits 2', async () => {
   const before = fs.readFileSync(file, 'utf8');
   const cases: [args: string[], code: number, stderr: RegExp][] = [

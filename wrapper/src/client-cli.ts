@@ -13,7 +13,9 @@ import {
   loadClients,
   removeClient,
   rotateSecret,
+  updateClient,
   updateClients,
+  type ClientChanges,
   UnknownClientError,
   type ClientInput,
   type ClientRecord,
@@ -107,6 +109,14 @@ function secretMessage(id: string, secret: string): string {
   );
 }
 
+interface UpdateOptions {
+  name?: string;
+  redirectUri?: string[];
+  postLogoutRedirectUri?: string[];
+  allowedGroup?: string[];
+  clearAllowedGroups?: boolean;
+}
+
 interface AddOptions {
   redirectUri?: string[];
   name?: string;
@@ -196,6 +206,35 @@ export function registerClientCommands(
         const file = resolveClientsFile();
         updateClients(file, (list) => ({ clients: removeClient(list, id), result: undefined }));
         out(cmd, `removed client ${id} from ${file}\n`);
+      }),
+    );
+
+  sub('update', 'change a client\'s name, redirect URIs or allowed groups (its secret keeps working)')
+    .argument('<id>', 'client_id')
+    .option('--name <name>', 'display name (client_name)')
+    .option('--redirect-uri <uri...>', 'replace the exact redirect URI(s)')
+    .option('--post-logout-redirect-uri <uri...>', 'replace the post-logout redirect URI(s)')
+    .option('--allowed-group <group...>', 'replace the groups whose members may get tokens')
+    .option('--clear-allowed-groups', 'remove the group restriction')
+    .action((id: string, opts: UpdateOptions, cmd: Command) =>
+      guarded(cmd, () => {
+        if (opts.allowedGroup && opts.clearAllowedGroups) {
+          throw new ClientError(id, 'allowed_groups', '--allowed-group and --clear-allowed-groups contradict each other');
+        }
+        const changes: ClientChanges = {
+          ...(opts.name !== undefined && { client_name: opts.name }),
+          ...(opts.redirectUri !== undefined && { redirect_uris: opts.redirectUri }),
+          ...(opts.postLogoutRedirectUri !== undefined && { post_logout_redirect_uris: opts.postLogoutRedirectUri }),
+          ...(opts.allowedGroup !== undefined && { allowed_groups: opts.allowedGroup }),
+          ...(opts.clearAllowedGroups && { allowed_groups: [] }),
+        };
+        if (Object.keys(changes).length === 0) throw new ClientError(id, undefined, 'nothing to change (see kiwi-id client update --help)');
+        const file = resolveClientsFile();
+        const updated = updateClients(file, (list) => {
+          const clients = updateClient(list, id, changes);
+          return { clients, result: findClient(clients, id)! };
+        });
+        out(cmd, `updated client ${id} in ${file}\n` + JSON.stringify(publicView(updated), null, 2) + '\n');
       }),
     );
 

@@ -633,6 +633,25 @@ export function removeClient(list: readonly ClientRecord[], id: string): ClientR
   return [...list.slice(0, i), ...list.slice(i + 1)];
 }
 
+/** What `updateClient` may change; identity, auth method and secret stay as they are. */
+export type ClientChanges = Partial<
+  Pick<ClientInput, 'client_name' | 'redirect_uris' | 'post_logout_redirect_uris' | 'grant_types' | 'scopes'>
+> & {
+  /** An empty list removes the restriction (everyone Kanidm lets in may use the client). */
+  allowed_groups?: readonly string[];
+};
+
+/** Returns the list with `id` changed and re-validated; the secret (if any) keeps working. */
+export function updateClient(list: readonly ClientRecord[], id: string, changes: ClientChanges): ClientRecord[] {
+  const i = indexOrThrow(list, id);
+  const raw: Table = { ...(list[i] as unknown as Table) };
+  for (const [k, v] of Object.entries(changes)) if (v !== undefined) raw[k] = v;
+  if (Array.isArray(raw.allowed_groups) && raw.allowed_groups.length === 0) delete raw.allowed_groups;
+  const clients = [...list];
+  clients[i] = validateClient(raw, id);
+  return clients;
+}
+
 /** Replaces the secret of a client_secret_* client; the old secret stops verifying. */
 export function rotateSecret(list: readonly ClientRecord[], id: string): { clients: ClientRecord[]; secret: string } {
   const i = indexOrThrow(list, id);
