@@ -122,6 +122,16 @@ test('bad client credentials and unknown resources get OAuth2 errors', async () 
   assert.doesNotMatch(huge.text, /at \w+ \(|node_modules/);
 });
 
+test('clients file changes reach the running issuer: a removed client is refused at once', async () => {
+  h.register({ client_id: 'svc-temp', grant_types: ['client_credentials'], scopes: ['groups'], token_endpoint_auth_method: 'client_secret_post', redirect_uris: [] });
+  const body = () => form({ grant_type: 'client_credentials', client_id: 'svc-temp', client_secret: secrets['svc-temp']! });
+  assert.equal((await http('/oauth2/token', body())).status, 200);
+  h.unregister('svc-temp');
+  const after = await http('/oauth2/token', body());
+  assert.equal(after.status, 401);
+  assert.equal(JSON.parse(after.text).error, 'invalid_client');
+});
+
 test('introspection and revocation of a service token', async () => {
   const issued = await http('/oauth2/token', form({ grant_type: 'client_credentials', client_id: 'svc-backup', client_secret: secrets['svc-backup']! }));
   const token = JSON.parse(issued.text).access_token as string;

@@ -127,6 +127,12 @@ export class IssuerHarness {
     saveClients(this.clientsFile, this.clients);
   }
 
+  /** Edits the clients file the way `kiwi-id client remove` does, under the running issuer. */
+  unregister(id: string): void {
+    this.clients = this.clients.filter((c) => c.client_id !== id);
+    saveClients(this.clientsFile, this.clients);
+  }
+
   async close(): Promise<void> {
     await this.front.drain();
     await this.store.close();
