@@ -56,6 +56,17 @@ test('check-config refuses bad input with one line naming file and key, exit 2',
   }
 });
 
+test('check-config also validates the clients file, naming file, client and key', () => {
+  const clients = path.join(dir, 'broken-clients.toml');
+  fs.writeFileSync(clients, '[[client]]\nclient_id = "kiwi-mail"\nredirect_uris = ["http://mail.example.com/cb"]\n', { mode: 0o600 });
+  const cfg = path.join(dir, 'with-broken-clients.toml');
+  fs.writeFileSync(cfg, fs.readFileSync(path.join(dir, 'good.toml'), 'utf8') + `\n[clients]\nfile = "${clients}"\n`);
+  const r = kiwi(['check-config', '-c', cfg]);
+  assert.equal(r.status, 2, r.stdout);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.match(r.stderr, new RegExp(`${clients}: client\\[kiwi-mail\\]\\.redirect_uris`));
+});
+
 test('check-config refuses a world-readable JWT private key', () => {
   const key = path.join(dir, 'jwt-private.pem');
   fs.chmodSync(key, 0o644);

@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerClientCommands } from './client-cli.js';
+import { ClientsFileError, loadClients } from './clients.js';
 import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from './config.js';
 import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from './first-boot.js';
 import { handleSignals, startWrapper } from './run.js';
@@ -47,11 +48,18 @@ export function buildCli(): Command {
 
   program
     .command('check-config')
-    .description('validate the config and the files it names, then exit')
+    .description('validate the config, the files it names and the clients file, then exit')
     .action(() => {
       const file = configPath(program.opts().config);
       const cfg = loadOrExit(file);
-      process.stdout.write(`kiwi-id: config OK: ${cfg.config_file}\n`);
+      try {
+        const clients = loadClients(cfg.clients.file);
+        process.stdout.write(`kiwi-id: config OK: ${cfg.config_file} (${clients.length} clients in ${cfg.clients.file})\n`);
+      } catch (err) {
+        if (!(err instanceof ClientsFileError)) throw err;
+        process.stderr.write(`kiwi-id: ${err.message}\n`);
+        process.exit(2);
+      }
     });
 
   program
