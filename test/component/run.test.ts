@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { form } from './harness/issuer.js';
 import { WrapperProcess } from './harness/wrapper-process.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-run-'));
@@ -25,6 +27,17 @@ test('serves the issuer and proxies everything else to the supervised upstream',
   assert.equal(JSON.parse(d.text).issuer, w.base);
   assert.equal((await w.get('/status')).text, 'true', 'proxied to the upstream');
   assert.match((await w.get('/metrics')).text, /kiwi_upstream_healthy 1/);
+});
+
+test('issuer state shows up in /metrics', async () => {
+  const add = spawnSync(process.execPath, ['--import', 'tsx', path.resolve('wrapper/src/cli.ts'), '-c', w.config, 'client', 'add', 'svc', '--grant', 'client_credentials'], { encoding: 'utf8' });
+  assert.equal(add.status, 0, add.stderr);
+  const secret = /client_secret: (\S+)/.exec(add.stdout)![1]!;
+  const t = await w.get('/oauth2/token', form({ grant_type: 'client_credentials', client_id: 'svc', client_secret: secret }));
+  assert.equal(t.status, 200, t.text);
+  const metrics = (await w.get('/metrics')).text;
+  assert.match(metrics, /kiwi_state_records\{kind="ClientCredentials"\} 1/);
+  assert.match(metrics, /kiwi_oidc_events_total\{event="grant.success"\} 1/);
 });
 
 test('upstream killed: not ready at once, restarted, ready again', async () => {

@@ -36,6 +36,7 @@ const SWEEP_INTERVAL_MS = 60_000;
 async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher, metrics: Metrics) {
   const key = await loadSigningKey(cfg.jwt_private_key, cfg.jwt_public_key);
   const store = new SqliteStateStore({ dataDir: cfg.data_dir });
+  metrics.observeState(() => store.countLive());
   const sweeper = setInterval(() => {
     store.sweep().catch((err) => log.error({ err_message: (err as Error).message }, 'state sweep failed'));
   }, SWEEP_INTERVAL_MS).unref();

@@ -10,6 +10,8 @@ export interface Metrics {
   upstreamHealthy: Gauge;
   upstreamCrashLoop: Gauge;
   oidcEvents: Counter<'event'>;
+  /** Call once the state store exists: exposes its live records per kind at scrape time. */
+  observeState(countLive: () => Promise<Record<string, number>>): void;
 }
 
 export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics {
@@ -53,5 +55,17 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
       labelNames: ['event'],
       registers: [registry],
     }),
+    observeState(countLive) {
+      new Gauge({
+        name: 'kiwi_state_records',
+        help: 'Live issuer state records per kind (Session, Grant, RefreshToken, ...)',
+        labelNames: ['kind'],
+        registers: [registry],
+        async collect() {
+          this.reset();
+          for (const [kind, n] of Object.entries(await countLive())) this.set({ kind }, n);
+        },
+      });
+    },
   };
 }
