@@ -27,6 +27,10 @@ test('serves the issuer and proxies everything else to the supervised upstream',
   assert.equal(JSON.parse(d.text).issuer, w.base);
   assert.equal((await w.get('/status')).text, 'true', 'proxied to the upstream');
   assert.match((await w.get('/metrics')).text, /kiwi_upstream_healthy 1/);
+  // The upstream's own output is in the JSON log, attributed and redacted.
+  const upstreamLines = w.lines().filter((l) => l.msg === 'upstream output');
+  assert.ok(upstreamLines.length > 0 && upstreamLines.every((l) => l.component === 'upstream'));
+  assert.equal(w.out.join('').includes('hunter2-fixture'), false);
 });
 
 test('issuer state shows up in /metrics', async () => {
