@@ -269,6 +269,13 @@ test('upstream certificate from another CA: 502, TLS verification stays on', asy
   }
 });
 
+test('a client that gives up mid-request leaves the wrapper healthy', async () => {
+  await assert.rejects(request(`${frontUrl}/slow?ms=600`, { dispatcher: client, signal: AbortSignal.timeout(100) }));
+  await new Promise((r) => setTimeout(r, 700)); // the upstream answers to nobody
+  assert.equal(front.inFlight, 0);
+  assert.equal((await get('/')).status, 200);
+});
+
 test('a failing wrapper route gives a clean 500 without a stack', async () => {
   const r = await get('/boom');
   assert.equal(r.status, 500);

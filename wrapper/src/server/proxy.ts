@@ -149,7 +149,8 @@ export class UpstreamProxy {
   }
 
   private fail(req: IncomingMessage, res: ServerResponse, requestId: string, err: Error): void {
-    if (res.writableEnded) return; // already answered (e.g. 413, then the aborted upstream call fails)
+    // Already answered (e.g. 413, then the aborted upstream call fails) or the client is gone.
+    if (res.writableEnded || res.destroyed) return;
     const code = (err as NodeJS.ErrnoException).code;
     this.o.log.warn({ req_id: requestId, err_code: code, err_message: err.message }, 'proxy error');
     if (err instanceof BodyTooLarge) {
