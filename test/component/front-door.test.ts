@@ -62,7 +62,11 @@ function makeOrigin(tls: { certPath: string; keyPath: string }) {
       };
       const ms = Number(url.searchParams.get('ms') ?? 0);
       if (url.pathname === '/slow') setTimeout(reply, ms);
-      else reply();
+      else if (url.pathname === '/stream') {
+        // First chunk now, the rest later: a proxy that buffers would hold the first back.
+        res.write('first;');
+        setTimeout(() => res.end('x'.repeat(4 * 1024 * 1024)), 400);
+      } else reply();
     });
   });
   server.on('upgrade', (_req, socket) => {
@@ -187,6 +191,19 @@ test('hop-by-hop headers, including ones named in Connection, are not forwarded'
   assert.equal(h.te, undefined);
   assert.equal(h['proxy-authorization'], undefined);
   assert.equal(headers['keep-alive'], undefined, 'the origin\'s Keep-Alive header reached the client');
+});
+
+test('responses stream through: the first bytes arrive before the upstream finishes; large bodies pass', async () => {
+  const t0 = Date.now();
+  const res = await request(`${frontUrl}/stream`, { dispatcher: client });
+  const it = res.body[Symbol.asyncIterator]();
+  const first = await it.next();
+  const firstAt = Date.now() - t0;
+  assert.match(String(first.value), /^first;/);
+  assert.ok(firstAt < 350, `first chunk after ${firstAt} ms`);
+  let size = Buffer.byteLength(String(first.value));
+  for (let c = await it.next(); !c.done; c = await it.next()) size += (c.value as Buffer).length;
+  assert.equal(size, 'first;'.length + 4 * 1024 * 1024);
 });
 
 test('body over max_body_size gets 413, declared or chunked', async () => {
