@@ -48,21 +48,16 @@ test('never overwrites: second call returns created:false and leaves both files 
 });
 
 test('half a pair is an error naming the missing file, and nothing is written', async () => {
-  const a = paths();
-  await generateSigningKeyPair(a.priv, a.pub);
-  fs.rmSync(a.pub);
-  const privBefore = fs.readFileSync(a.priv, 'utf8');
-  await assert.rejects(generateSigningKeyPair(a.priv, a.pub), (e: Error) => e.message.startsWith(a.pub));
-  assert.equal(fs.existsSync(a.pub), false);
-  assert.equal(fs.readFileSync(a.priv, 'utf8'), privBefore);
-
-  const b = paths();
-  await generateSigningKeyPair(b.priv, b.pub);
-  fs.rmSync(b.priv);
-  const pubBefore = fs.readFileSync(b.pub, 'utf8');
-  await assert.rejects(generateSigningKeyPair(b.priv, b.pub), (e: Error) => e.message.startsWith(b.priv));
-  assert.equal(fs.existsSync(b.priv), false);
-  assert.equal(fs.readFileSync(b.pub, 'utf8'), pubBefore);
+  for (const missing of ['pub', 'priv'] as const) {
+    const kept = missing === 'pub' ? 'priv' : 'pub';
+    const p = paths();
+    await generateSigningKeyPair(p.priv, p.pub);
+    fs.rmSync(p[missing]);
+    const keptBefore = fs.readFileSync(p[kept], 'utf8');
+    await assert.rejects(generateSigningKeyPair(p.priv, p.pub), (e: Error) => e.message.startsWith(p[missing]));
+    assert.equal(fs.existsSync(p[missing]), false);
+    assert.equal(fs.readFileSync(p[kept], 'utf8'), keptBefore);
+  }
 });
 
 test('unknown algorithm is refused', async () => {
