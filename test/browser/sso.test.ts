@@ -11,7 +11,7 @@ import https from 'node:https';
 import type { Page } from 'playwright-core';
 import { IssuerHarness } from '../component/harness/issuer.js';
 import { ScriptedLogin } from '../component/harness/scripted-login.js';
-import { generateDevCertificate } from '../../wrapper/src/tls-certs.js';
+import { localCertificate } from '../component/harness/certs.js';
 import { launchTrusting } from '../e2e/browser.js';
 import { freePort } from '../e2e/net.js';
 import { startSampleService } from '../e2e/sample-service.js';
@@ -48,8 +48,7 @@ after(async () => {
 const result = async () => (await page.locator('#result').textContent())?.trim();
 
 test('the browser trusts the test CA and nothing else', async () => {
-  const stranger = { certPath: `${h.root}/x.crt`, keyPath: `${h.root}/x.key`, caPath: `${h.root}/x-ca.crt`, hostnames: ['localhost'], ips: ['127.0.0.1'], days: 1 };
-  generateDevCertificate(stranger);
+  const stranger = localCertificate(h.root, 'stranger');
   const server = https.createServer({ cert: fs.readFileSync(stranger.certPath), key: fs.readFileSync(stranger.keyPath) }, (_q, s) => s.end('hi'));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   try {

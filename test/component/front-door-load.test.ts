@@ -12,7 +12,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { Pool } from 'undici';
 import { createLogger } from '../../wrapper/src/log.js';
-import { generateDevCertificate } from '../../wrapper/src/tls-certs.js';
+import { localCertificate } from './harness/certs.js';
 import { proxyAgent, upstreamTls } from '../../wrapper/src/upstream/tls.js';
 import { createMetrics } from '../../wrapper/src/server/metrics.js';
 import { UpstreamProxy } from '../../wrapper/src/server/proxy.js';
@@ -20,8 +20,7 @@ import { FrontDoor } from '../../wrapper/src/server/front-door.js';
 import { freePort } from '../e2e/net.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-load-'));
-const tls = { certPath: path.join(root, 's.crt'), keyPath: path.join(root, 's.key'), caPath: path.join(root, 'ca.crt'), hostnames: ['localhost'], ips: ['127.0.0.1'], days: 1 };
-generateDevCertificate(tls);
+const tls = localCertificate(root, 'server');
 const log = createLogger({ level: 'error', destination: new Writable({ write: (_c, _e, cb) => cb() }) });
 let originPort: number;
 let origin: ChildProcess | null = null;

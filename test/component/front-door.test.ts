@@ -11,26 +11,14 @@ import { Readable, Writable } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { Agent, request } from 'undici';
 import { createLogger } from '../../wrapper/src/log.js';
-import { generateDevCertificate } from '../../wrapper/src/tls-certs.js';
+import { localCertificate } from './harness/certs.js';
 import { proxyAgent, upstreamTls } from '../../wrapper/src/upstream/tls.js';
 import { createMetrics } from '../../wrapper/src/server/metrics.js';
 import { UpstreamProxy } from '../../wrapper/src/server/proxy.js';
 import { FrontDoor } from '../../wrapper/src/server/front-door.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-front-'));
-function certs(name: string) {
-  const dir = path.join(root, name);
-  const o = {
-    certPath: path.join(dir, 'server.crt'),
-    keyPath: path.join(dir, 'server.key'),
-    caPath: path.join(dir, 'ca.crt'),
-    hostnames: ['localhost'],
-    ips: ['127.0.0.1'],
-    days: 2,
-  };
-  generateDevCertificate(o);
-  return o;
-}
+const certs = (name: string) => localCertificate(root, name);
 
 const originCerts = certs('origin');
 const frontCerts = certs('front');

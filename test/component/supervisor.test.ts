@@ -11,14 +11,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { createLogger } from '../../wrapper/src/log.js';
-import { generateDevCertificate } from '../../wrapper/src/tls-certs.js';
+import { localCertificate } from './harness/certs.js';
 import { Supervisor } from '../../wrapper/src/upstream/supervisor.js';
 import { undiciAgent, upstreamTls } from '../../wrapper/src/upstream/tls.js';
 import { freePort } from '../e2e/net.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-supervisor-'));
-const tls = { certPath: path.join(root, 'tls.crt'), keyPath: path.join(root, 'tls.key'), caPath: path.join(root, 'ca.crt'), hostnames: ['localhost'], ips: ['127.0.0.1'], days: 1 };
-generateDevCertificate(tls);
+const tls = localCertificate(root, 'upstream');
 const running: Supervisor[] = [];
 after(async () => {
   for (const s of running) await s.stop();

@@ -13,7 +13,7 @@ import type Provider from 'oidc-provider';
 import { addClient, saveClients, type ClientInput, type ClientRecord } from '../../../wrapper/src/clients.js';
 import { generateSigningKeyPair, loadSigningKey, type SigningKey } from '../../../wrapper/src/keys.js';
 import { createLogger } from '../../../wrapper/src/log.js';
-import { generateDevCertificate } from '../../../wrapper/src/tls-certs.js';
+import { localCertificate } from './certs.js';
 import { SqliteStateStore } from '../../../wrapper/src/state/store.js';
 import { FrontDoor, type Route } from '../../../wrapper/src/server/front-door.js';
 import { createMetrics } from '../../../wrapper/src/server/metrics.js';
@@ -47,20 +47,12 @@ export class IssuerHarness {
     level: 'info',
     destination: new Writable({ write: (c, _e, cb) => (this.logLines.push(String(c)), cb()) }),
   });
-  readonly tls = {
-    certPath: path.join(this.root, 'tls/server.crt'),
-    keyPath: path.join(this.root, 'tls/server.key'),
-    caPath: path.join(this.root, 'tls/ca.crt'),
-    hostnames: ['localhost'],
-    ips: ['127.0.0.1'],
-    days: 2,
-  };
+  readonly tls = localCertificate(path.join(this.root, 'tls'), 'server');
 
   constructor(
     private readonly login: (h: IssuerHarness) => LoginMethod | null,
     private readonly alg: 'ES256' | 'EdDSA' | 'RS256' = 'ES256',
   ) {
-    generateDevCertificate(this.tls);
     this.dispatcher = new Agent({ connect: { ca: fs.readFileSync(this.tls.caPath) } });
   }
 

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Agent, request } from 'undici';
 import { generateSigningKeyPair } from '../../../wrapper/src/keys.js';
-import { generateDevCertificate } from '../../../wrapper/src/tls-certs.js';
+import { localCertificate } from './certs.js';
 import { freePort } from '../../e2e/net.js';
 
 const FIXTURE = path.resolve('test/component/fixtures/status-server.mjs');
@@ -48,14 +48,8 @@ export class WrapperProcess {
   async start(): Promise<void> {
     const root = this.root;
     const host = this.o.listenHost ?? '127.0.0.1';
-    const cert = (name: string) => {
-      const ips = [...new Set(['127.0.0.1', host])];
-      const o = { certPath: path.join(root, `${name}.crt`), keyPath: path.join(root, `${name}.key`), caPath: path.join(root, `${name}-ca.crt`), hostnames: ['localhost'], ips, days: 1 };
-      generateDevCertificate(o);
-      return o;
-    };
-    const listener = cert('wrapper');
-    const upstream = cert('upstream');
+    const listener = localCertificate(root, 'wrapper', [...new Set(['127.0.0.1', host])]);
+    const upstream = localCertificate(root, 'upstream');
     await generateSigningKeyPair(path.join(root, 'jwt-private.pem'), path.join(root, 'jwt-public.pem'));
     const bin = path.join(root, 'bin/kanidmd');
     fs.mkdirSync(path.dirname(bin), { recursive: true });
