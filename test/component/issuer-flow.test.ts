@@ -13,6 +13,7 @@ import * as oidc from 'openid-client';
 import { verify } from '../../wrapper/src/verify.js';
 import { IssuerHarness } from './harness/issuer.js';
 import { ScriptedLogin } from './harness/scripted-login.js';
+import { CookieBrowser } from './harness/cookie-browser.js';
 
 let login!: ScriptedLogin;
 const h = new IssuerHarness((self) => (login = new ScriptedLogin(self)));
@@ -24,40 +25,7 @@ before(async () => {
 });
 after(() => h.close());
 
-/** A browser: follows redirects within the issuer, keeps cookies, stops at the first foreign URL. */
-class Browser {
-  private readonly jar = new Map<string, string>();
-  hops: string[] = [];
-  urls: URL[] = [];
-  async go(url: string, init: { method?: 'GET' | 'POST'; body?: string } = {}): Promise<{ url: URL; text: string; status: number }> {
-    let next = new URL(url, h.issuer);
-    let method = init.method ?? 'GET';
-    let body = init.body;
-    for (let i = 0; i < 20; i++) {
-      if (next.origin !== h.issuer) return { url: next, text: '', status: 0 };
-      this.hops.push(next.pathname);
-      this.urls.push(next);
-      const cookie = [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ');
-      const headers: Record<string, string> = cookie ? { cookie } : {};
-      if (body) headers['content-type'] = 'application/x-www-form-urlencoded';
-      const res = await h.http(next.href, { method, headers, body });
-      for (const c of ([] as string[]).concat(res.headers['set-cookie'] ?? [])) {
-        const [pair] = c.split(';');
-        const eq = pair!.indexOf('=');
-        const [k, v] = [pair!.slice(0, eq).trim(), pair!.slice(eq + 1)];
-        if (/expires=Thu, 01 Jan 1970/i.test(c) || v === '') this.jar.delete(k);
-        else this.jar.set(k, v);
-      }
-      if (res.status < 300 || res.status >= 400) return { url: next, text: res.text, status: res.status };
-      next = new URL(String(res.headers.location), next);
-      method = 'GET';
-      body = undefined;
-    }
-    throw new Error('redirect loop');
-  }
-}
-
-async function authorize(browser: Browser, config: oidc.Configuration, extra: { redirect_uri: string } & Record<string, string>) {
+async function authorize(browser: CookieBrowser, config: oidc.Configuration, extra: { redirect_uri: string } & Record<string, string>) {
   const verifier = oidc.randomPKCECodeVerifier();
   const state = oidc.randomState();
   const nonce = oidc.randomNonce();
@@ -75,7 +43,7 @@ async function authorize(browser: Browser, config: oidc.Configuration, extra: { 
 
 test('full flow for a confidential service: login, consent, tokens, userinfo, refresh, logout', async () => {
   const config = await h.rp('kiwi-mail', oidc.ClientSecretBasic(h.secrets['kiwi-mail']));
-  const browser = new Browser();
+  const browser = new CookieBrowser(h);
   const { landed, verifier, state, nonce } = await authorize(browser, config, { redirect_uri: 'https://mail.kiwi.test/callback' });
   assert.equal(landed.origin + landed.pathname, 'https://mail.kiwi.test/callback');
   assert.ok(browser.hops.includes('/oauth2/login/callback'), `went through the login step: ${browser.hops.join(' → ')}`);
@@ -111,7 +79,7 @@ test('full flow for a confidential service: login, consent, tokens, userinfo, re
 });
 
 test('single sign-on: a second service gets a code without a second login', async () => {
-  const browser = new Browser();
+  const browser = new CookieBrowser(h);
   const mail = await h.rp('kiwi-mail', oidc.ClientSecretBasic(h.secrets['kiwi-mail']));
   await authorize(browser, mail, { redirect_uri: 'https://mail.kiwi.test/callback' });
   const logins = login.started;
@@ -125,7 +93,7 @@ test('single sign-on: a second service gets a code without a second login', asyn
 });
 
 test('group policy: a user outside allowed_groups gets access_denied at the service, and no code', async () => {
-  const browser = new Browser();
+  const browser = new CookieBrowser(h);
   const files = await h.rp('kiwi-files', oidc.ClientSecretBasic(h.secrets['kiwi-files']));
   const { landed, state } = await authorize(browser, files, { redirect_uri: 'https://files.kiwi.test/cb', scope: 'openid groups' });
   assert.equal(landed.origin + landed.pathname, 'https://files.kiwi.test/cb');
@@ -136,7 +104,7 @@ test('group policy: a user outside allowed_groups gets access_denied at the serv
   // A member (group matched by name, as Kanidm returns SPNs) is let in.
   login.user = { ...login.user, sub: 'u-bob', preferred_username: 'bob', groups: ['files_users@idm.kiwi.test'] };
   try {
-    const ok = await authorize(new Browser(), files, { redirect_uri: 'https://files.kiwi.test/cb', scope: 'openid groups' });
+    const ok = await authorize(new CookieBrowser(h), files, { redirect_uri: 'https://files.kiwi.test/cb', scope: 'openid groups' });
     assert.ok(ok.landed.searchParams.get('code'), ok.landed.href);
   } finally {
     login.user = { ...login.user, sub: 'u-alice', preferred_username: 'alice', groups: ['mail_users@idm.kiwi.test'] };
@@ -144,7 +112,7 @@ test('group policy: a user outside allowed_groups gets access_denied at the serv
 });
 
 test('the login callback works once: replaying it is refused', async () => {
-  const browser = new Browser();
+  const browser = new CookieBrowser(h);
   const mail = await h.rp('kiwi-mail', oidc.ClientSecretBasic(h.secrets['kiwi-mail']));
   await authorize(browser, mail, { redirect_uri: 'https://mail.kiwi.test/callback' });
   const callback = browser.urls.find((u) => u.pathname === '/oauth2/login/callback');

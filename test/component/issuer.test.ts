@@ -14,6 +14,7 @@ import { verify } from '../../wrapper/src/verify.js';
 import { Accounts } from '../../wrapper/src/oidc/accounts.js';
 import { KanidmLogin } from '../../wrapper/src/oidc/upstream-login.js';
 import { form, IssuerHarness } from './harness/issuer.js';
+import { CookieBrowser } from './harness/cookie-browser.js';
 
 // Login is the real Kanidm login client; only its first half (the redirect) runs here.
 const h = new IssuerHarness(
@@ -202,20 +203,16 @@ test('login callback with an unknown state is refused cleanly', async () => {
 });
 
 test('Kanidm refusing the login (e.g. not in its scope map) reaches the service as access_denied; the callback works once', async () => {
-  const cookies: string[] = [];
-  const keep = (r: { headers: Record<string, unknown> }) =>
-    cookies.push(...([] as string[]).concat((r.headers['set-cookie'] as string[]) ?? []).map((c) => c.split(';')[0]!));
+  const browser = new CookieBrowser(h);
   const { challenge } = pkce();
-  const first = await http(authorizeUrl({ client_id: 'kiwi-mail', redirect_uri: 'https://mail.kiwi.test/callback', code_challenge: challenge, code_challenge_method: 'S256', state: 'st-deny' }));
-  keep(first);
-  const toKanidm = await http(String(first.headers.location), { headers: { cookie: cookies.join('; ') } });
-  const state = new URL(String(toKanidm.headers.location)).searchParams.get('state')!;
+  // Kanidm is absent here: the browser stops at its login page (503 from the proxy).
+  const atKanidm = await browser.go(authorizeUrl({ client_id: 'kiwi-mail', redirect_uri: 'https://mail.kiwi.test/callback', code_challenge: challenge, code_challenge_method: 'S256', state: 'st-deny' }));
+  assert.equal(atKanidm.url.pathname, '/ui/oauth2');
+  const state = atKanidm.url.searchParams.get('state')!;
   // What Kanidm's authorisation endpoint sends back when it refuses.
   const callback = `/oauth2/login/callback?error=access_denied&state=${encodeURIComponent(state)}`;
-  const back = await http(callback);
-  assert.equal(back.status, 303);
-  const resume = await http(String(back.headers.location), { headers: { cookie: cookies.join('; ') } });
-  const atService = new URL(String(resume.headers.location));
+  const atService = (await browser.go(callback)).url;
+  assert.match(browser.hops.slice(-2).join(' '), /^\/oauth2\/login\/callback \/oauth2\/authorize\/[\w-]+$/, 'callback, then the resume step');
   assert.equal(atService.origin + atService.pathname, 'https://mail.kiwi.test/callback');
   assert.equal(atService.searchParams.get('error'), 'access_denied');
   assert.equal(atService.searchParams.get('state'), 'st-deny');
