@@ -37,7 +37,7 @@ let route: ReturnType<typeof createIssuer>['route'];
 const front = new FrontDoor({
   host: '127.0.0.1', port: 0, tlsCert: tls.certPath, tlsKey: tls.keyPath, maxHeaderSize: 16384, drainTimeoutMs: 1000,
   log, metrics: createMetrics(), proxy, isReady: () => true,
-  routes: [{ name: 'oidc', matches: (p) => route.matches(p), handle: (q, s) => route.handle(q, s) }],
+  routes: [{ name: 'oidc', matches: (p) => route.matches(p), handle: (q, s, p) => route.handle(q, s, p) }],
 });
 const { port } = await front.listen();
 const issuer = `https://localhost:${port}`;

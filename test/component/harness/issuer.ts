@@ -82,7 +82,7 @@ export class IssuerHarness {
       }),
       isReady: () => true,
       // The issuer URL contains the port, known only after listen(): delegate.
-      routes: [{ name: 'oidc', matches: (p) => this.route.matches(p), handle: (q, s) => this.route.handle(q, s) }],
+      routes: [{ name: 'oidc', matches: (p) => this.route.matches(p), handle: (q, s, p) => this.route.handle(q, s, p) }],
     });
     const addr = await this.front.listen();
     this.issuer = `https://localhost:${addr.port}`;

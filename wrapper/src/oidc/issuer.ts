@@ -295,9 +295,8 @@ export function createIssuer(o: IssuerOptions): { provider: Provider; route: Rou
   const route: Route = {
     name: 'oidc',
     matches: isIssuerPath,
-    handle: (req, res) => {
+    handle: (req, res, pathname) => {
       for (const [name, value] of SECURITY_HEADERS) res.setHeader(name, value);
-      const pathname = (req.url ?? '/').split('?')[0]!;
       if (pathname.startsWith(INTERACTION_PREFIX) && req.method === 'GET') return interaction(req, res);
       if (pathname === LOGIN_CALLBACK && req.method === 'GET') return loginCallback(req, res);
       return callback(req, res);

@@ -18,7 +18,8 @@ import type { UpstreamProxy } from './proxy.js';
 export interface Route {
   name: string; // metrics label
   matches: (pathname: string) => boolean;
-  handle: (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+  /** `pathname` is the request path without the query, as matched. */
+  handle: (req: IncomingMessage, res: ServerResponse, pathname: string) => void | Promise<void>;
 }
 
 export interface FrontDoorOptions {
@@ -137,9 +138,9 @@ export class FrontDoor {
     const started = process.hrtime.bigint();
     const requestId = randomUUID();
     const pathname = pathnameOf(req.url);
-    const route = HEALTH_PATHS.has(pathname)
-      ? pathname.slice(1)
-      : (this.o.routes?.find((r) => r.matches(pathname))?.name ?? 'proxy');
+    const isHealth = HEALTH_PATHS.has(pathname);
+    const owner = isHealth ? undefined : this.o.routes?.find((r) => r.matches(pathname));
+    const route = isHealth ? pathname.slice(1) : (owner?.name ?? 'proxy');
     this.pending.add(res);
     res.setHeader('x-request-id', requestId);
     // While draining, tell keep-alive clients to reconnect (to the next instance).
@@ -191,8 +192,7 @@ export class FrontDoor {
         case 'proxy':
           return this.o.proxy.web(req, res, requestId);
         default: {
-          const r = this.o.routes!.find((x) => x.name === route)!;
-          const p = r.handle(req, res);
+          const p = owner!.handle(req, res, pathname);
           if (p) p.catch(fail);
         }
       }
