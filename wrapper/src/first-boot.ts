@@ -105,12 +105,11 @@ export async function initUpstream(cfg: KiwiConfig): Promise<Report> {
   step(report, 'kanidm server.toml', cfg.upstream_config, wrote);
   step(report, 'kanidm TLS certificate', path.join(root, 'tls'), await certGenerate(cfg.upstream_bin, cfg.upstream_config));
   const pwFile = path.join(path.dirname(cfg.config_file), 'idm_admin.password');
-  if (!fs.existsSync(pwFile)) {
+  const recover = !fs.existsSync(pwFile);
+  if (recover) {
     const password = await recoverAccount(cfg.upstream_bin, cfg.upstream_config, 'idm_admin');
     writeNewFilesAtomic([{ path: pwFile, data: password + '\n', mode: 0o600 }]);
-    step(report, 'idm_admin password', pwFile, true);
-  } else {
-    step(report, 'idm_admin password', pwFile, false);
   }
+  step(report, 'idm_admin password', pwFile, recover);
   return report;
 }
