@@ -57,11 +57,8 @@ test('the bundled wrapper runs: issuer + proxy + SQLite state; its JWTs verify w
   const w = new WrapperProcess(dir, [kiwi], { PATH: process.env.PATH });
   try {
     await w.start();
-    const cli = (...args: string[]) => spawnSync(kiwi, ['-c', w.config, ...args], { encoding: 'utf8' });
-    assert.equal(cli('client', 'add', 'kiwi-mail', '--redirect-uri', 'https://mail.kiwi.test/cb').status, 0);
-    const add = cli('client', 'add', 'svc', '--grant', 'client_credentials');
-    assert.equal(add.status, 0, add.stderr);
-    const secret = /client_secret: (\S+)/.exec(add.stdout)![1]!;
+    assert.equal(w.cli('client', 'add', 'kiwi-mail', '--redirect-uri', 'https://mail.kiwi.test/cb').status, 0);
+    const secret = w.addServiceAccount('svc');
     const token = async (extra: Record<string, string>) => {
       const t = await w.get('/oauth2/token', form({ grant_type: 'client_credentials', client_id: 'svc', client_secret: secret, ...extra }));
       assert.equal(t.status, 200, t.text);
@@ -71,7 +68,7 @@ test('the bundled wrapper runs: issuer + proxy + SQLite state; its JWTs verify w
     const claims = await verify(jwt, fs.readFileSync(path.join(dir, 'jwt-public.pem'), 'utf8'), { issuer: w.base, audience: 'https://mail.kiwi.test' });
     assert.equal(claims.client_id, 'svc');
     await token({}); // opaque: stored in SQLite
-    assert.equal(JSON.parse(cli('state', 'stats').stdout).ClientCredentials, 1);
+    assert.equal(JSON.parse(w.cli('state', 'stats').stdout).ClientCredentials, 1);
     assert.equal(await w.stop(), 0);
   } finally {
     await w.close();

@@ -73,9 +73,8 @@ test('from the service namespace, the wrapper answers on 10.10.20.10:8443 and pr
 });
 
 test('a JWT issued there verifies with jwt-public.pem alone', { skip: !canNetns && 'needs root and ip netns' }, async () => {
-  const cli = (...args: string[]) => spawnSync(kiwi, ['-c', w.config, ...args], { encoding: 'utf8' });
-  assert.equal(cli('client', 'add', 'kiwi-mail', '--redirect-uri', 'https://mail.kiwi.test/cb').status, 0);
-  const secret = /client_secret: (\S+)/.exec(cli('client', 'add', 'svc', '--grant', 'client_credentials').stdout)![1]!;
+  assert.equal(w.cli('client', 'add', 'kiwi-mail', '--redirect-uri', 'https://mail.kiwi.test/cb').status, 0);
+  const secret = w.addServiceAccount('svc');
   const r = probe('https://10.10.20.10:8443/oauth2/token', { grant_type: 'client_credentials', client_id: 'svc', client_secret: secret, resource: 'https://mail.kiwi.test' });
   assert.equal(r.status, 200, r.body ?? r.error);
   const token = JSON.parse(r.body!).access_token as string;

@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { form } from './harness/issuer.js';
 import { WrapperProcess } from './harness/wrapper-process.js';
 
@@ -34,9 +33,7 @@ test('serves the issuer and proxies everything else to the supervised upstream',
 });
 
 test('issuer state shows up in /metrics', async () => {
-  const add = spawnSync(process.execPath, ['--import', 'tsx', path.resolve('wrapper/src/cli.ts'), '-c', w.config, 'client', 'add', 'svc', '--grant', 'client_credentials'], { encoding: 'utf8' });
-  assert.equal(add.status, 0, add.stderr);
-  const secret = /client_secret: (\S+)/.exec(add.stdout)![1]!;
+  const secret = w.addServiceAccount('svc');
   const t = await w.get('/oauth2/token', form({ grant_type: 'client_credentials', client_id: 'svc', client_secret: secret }));
   assert.equal(t.status, 200, t.text);
   const metrics = (await w.get('/metrics')).text;

@@ -2,7 +2,7 @@
 // TLS, JWT keys, a config, and as its upstream the scripted child of the
 // supervisor tests (fixtures/status-server.mjs), pinned by its own checksum.
 // `command` is how kiwi-id is started (tsx from source, or the built artifact).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -113,6 +113,19 @@ export class WrapperProcess {
       await new Promise((r) => setTimeout(r, 100));
     }
     throw new Error(`timed out waiting for ${what}\n${this.out.join('').slice(-2000)}`);
+  }
+
+  /** Another kiwi-id command (same command line, same config), e.g. `client add`. */
+  cli(...args: string[]) {
+    const [cmd, ...pre] = this.command;
+    return spawnSync(cmd!, [...pre, '-c', this.config, ...args], { encoding: 'utf8', env: this.env });
+  }
+
+  /** A service account; resolves to its client secret. */
+  addServiceAccount(id: string): string {
+    const r = this.cli('client', 'add', id, '--grant', 'client_credentials');
+    if (r.status !== 0) throw new Error(`client add ${id}: ${r.stderr}`);
+    return /client_secret: (\S+)/.exec(r.stdout)![1]!;
   }
 
   /** SIGTERM; resolves with the exit code. */
