@@ -7,9 +7,9 @@ import https from 'node:https';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
-import { createLogger } from '../wrapper/src/log.js';
+import { createLogger } from '../wrapper/src/telemetry/log.js';
 import { FrontDoor } from '../wrapper/src/server/front-door.js';
-import { createMetrics } from '../wrapper/src/server/metrics.js';
+import { createMetrics } from '../wrapper/src/telemetry/metrics.js';
 import { UpstreamProxy } from '../wrapper/src/server/proxy.js';
 import { proxyAgent, upstreamTls } from '../wrapper/src/upstream/tls.js';
 

@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import autocannon from 'autocannon';
-import { generateDevCertificate } from '../wrapper/src/tls-certs.js';
+import { generateDevCertificate } from '../wrapper/src/crypto/tls-certs.js';
 
 const seconds = Number(process.argv[2] ?? 5);
 const connections = Number(process.argv[3] ?? 32);

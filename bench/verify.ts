@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { SignJWT } from 'jose';
-import { verify } from '../wrapper/src/verify.js';
+import { verify } from '../wrapper/src/crypto/verify.js';
 
 const seconds = Number(process.argv[2] ?? 3);
 const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parse } from 'smol-toml';
-import { validateConfig } from '../../wrapper/src/config.js';
+import { validateConfig } from '../../wrapper/src/config/config.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-appliance-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));

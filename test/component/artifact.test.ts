@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { verify } from '../../wrapper/src/verify.js';
+import { verify } from '../../wrapper/src/crypto/verify.js';
 import { form } from './harness/issuer.js';
 import { WrapperProcess } from './harness/wrapper-process.js';
 

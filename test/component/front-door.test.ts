@@ -10,10 +10,10 @@ import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { Agent, request } from 'undici';
-import { createLogger } from '../../wrapper/src/log.js';
+import { createLogger } from '../../wrapper/src/telemetry/log.js';
 import { localCertificate } from './harness/certs.js';
 import { proxyAgent, upstreamTls } from '../../wrapper/src/upstream/tls.js';
-import { createMetrics } from '../../wrapper/src/server/metrics.js';
+import { createMetrics } from '../../wrapper/src/telemetry/metrics.js';
 import { UpstreamProxy } from '../../wrapper/src/server/proxy.js';
 import { FrontDoor } from '../../wrapper/src/server/front-door.js';
 

@@ -10,7 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as oidc from 'openid-client';
-import { verify } from '../../wrapper/src/verify.js';
+import { verify } from '../../wrapper/src/crypto/verify.js';
 import { IssuerHarness } from './harness/issuer.js';
 import { ScriptedLogin } from './harness/scripted-login.js';
 import { CookieBrowser } from './harness/cookie-browser.js';

@@ -3,7 +3,7 @@
 // service verifies with the public key alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { verify } from '../../wrapper/src/verify.js';
+import { verify } from '../../wrapper/src/crypto/verify.js';
 import { form, IssuerHarness } from './harness/issuer.js';
 
 for (const alg of ['EdDSA', 'RS256'] as const) {

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { verify } from '../../wrapper/src/verify.js';
+import { verify } from '../../wrapper/src/crypto/verify.js';
 import { WrapperProcess } from './harness/wrapper-process.js';
 
 const canNetns = process.getuid?.() === 0 && spawnSync('ip', ['netns', 'list']).status === 0;

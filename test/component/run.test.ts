@@ -11,7 +11,7 @@ import { form } from './harness/issuer.js';
 import { WrapperProcess } from './harness/wrapper-process.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-run-'));
-const w = new WrapperProcess(root, [process.execPath, '--import', 'tsx', path.resolve('wrapper/src/cli.ts')]);
+const w = new WrapperProcess(root, [process.execPath, '--import', 'tsx', path.resolve('wrapper/src/cli/main.ts')]);
 before(() => w.start());
 after(async () => {
   await w.close();

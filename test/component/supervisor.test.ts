@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { createLogger } from '../../wrapper/src/log.js';
+import { createLogger } from '../../wrapper/src/telemetry/log.js';
 import { localCertificate } from './harness/certs.js';
 import { Supervisor } from '../../wrapper/src/upstream/supervisor.js';
 import { undiciAgent, upstreamTls } from '../../wrapper/src/upstream/tls.js';

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-const cli = path.resolve('wrapper/src/cli.ts');
+const cli = path.resolve('wrapper/src/cli/main.ts');
 let dir: string;
 
 function kiwi(args: string[], env: Record<string, string> = {}) {

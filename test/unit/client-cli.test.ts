@@ -5,8 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { registerClientCommands } from '../../wrapper/src/client-cli.js';
-import { loadClients, verifySecret } from '../../wrapper/src/clients.js';
+import { registerClientCommands } from '../../wrapper/src/cli/client.js';
+import { loadClients, verifySecret } from '../../wrapper/src/clients/clients-file.js';
 
 let dir: string;
 let file: string;

@@ -19,7 +19,7 @@ import {
   verifySecret,
   verifySecretAsync,
   type ClientRecord,
-} from '../../wrapper/src/clients.js';
+} from '../../wrapper/src/clients/clients-file.js';
 
 let dir: string;
 let counter = 0;

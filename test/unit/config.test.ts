@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ConfigError, loadConfig, validateConfig } from '../../wrapper/src/config.js';
+import { ConfigError, loadConfig, validateConfig } from '../../wrapper/src/config/config.js';
 
 let dir: string;
 

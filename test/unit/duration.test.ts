@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseByteSize, parseDuration } from '../../wrapper/src/duration.js';
+import { parseByteSize, parseDuration } from '../../wrapper/src/config/duration.js';
 
 test('parseDuration accepts integer values with units', () => {
   assert.equal(parseDuration('500ms'), 500);

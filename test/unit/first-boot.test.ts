@@ -6,10 +6,10 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { loadSigningKey } from '../../wrapper/src/keys.js';
-import { loadConfig } from '../../wrapper/src/config.js';
+import { loadSigningKey } from '../../wrapper/src/crypto/keys.js';
+import { loadConfig } from '../../wrapper/src/config/config.js';
 
-const cli = path.resolve('wrapper/src/cli.ts');
+const cli = path.resolve('wrapper/src/cli/main.ts');
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-init-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
 import { SignJWT, jwtVerify, importSPKI, calculateJwkThumbprint, type JWK } from 'jose';
-import { generateSigningKeyPair, loadSigningKey, publicJwks, type GeneratedAlg } from '../../wrapper/src/keys.js';
+import { generateSigningKeyPair, loadSigningKey, publicJwks, type GeneratedAlg } from '../../wrapper/src/crypto/keys.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-keys-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { childLogger, createLogger, redactLine, redactUrl } from '../../wrapper/src/log.js';
+import { childLogger, createLogger, redactLine, redactUrl } from '../../wrapper/src/telemetry/log.js';
 
 /** A pino destination that keeps every line in memory. */
 function memoryStream(): { write(line: string): void; lines: () => Record<string, unknown>[]; text: () => string } {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { readSecretFile } from '../../wrapper/src/secret-file.js';
+import { readSecretFile } from '../../wrapper/src/files/secret-file.js';
 import { loadOrCreateCookieKeys } from '../../wrapper/src/oidc/cookie-keys.js';
 
 test('secret files: owner-only is read, group/other-readable is refused naming the file', () => {

@@ -6,7 +6,7 @@ import path from 'node:path';
 import https from 'node:https';
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { generateDevCertificate, type DevCertificateOptions } from '../../wrapper/src/tls-certs.js';
+import { generateDevCertificate, type DevCertificateOptions } from '../../wrapper/src/crypto/tls-certs.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-tls-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, generateKeyPairSync } from 'node:crypto';
 import { SignJWT } from 'jose';
-import { verify, algorithmFor, TokenError } from '../../wrapper/src/verify.js';
+import { verify, algorithmFor, TokenError } from '../../wrapper/src/crypto/verify.js';
 
 const ISS = 'https://id.example.com';
 const AUD = 'kiwi-mail';

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
 // Entry point: the compiled CLI (npm run build). Development and tests may run
-// wrapper/src/cli.ts through tsx instead.
-import { buildCli } from '../dist/cli.js';
+// wrapper/src/cli/main.ts through tsx instead.
+import { buildCli } from '../dist/cli/main.js';
 await buildCli().parseAsync(process.argv);

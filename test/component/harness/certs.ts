@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { generateDevCertificate } from '../../../wrapper/src/tls-certs.js';
+import { generateDevCertificate } from '../../../wrapper/src/crypto/tls-certs.js';
 
 /**
  * A fresh private CA and a server certificate for localhost (+ `ips`) in `dir`:

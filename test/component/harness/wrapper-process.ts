@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Agent, request } from 'undici';
-import { generateSigningKeyPair } from '../../../wrapper/src/keys.js';
+import { generateSigningKeyPair } from '../../../wrapper/src/crypto/keys.js';
 import { localCertificate } from './certs.js';
 import { freePort } from '../../e2e/net.js';
 

@@ -2,8 +2,8 @@
 // kept, so sessions survive restarts; 0600 like every other secret.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import { writeNewFilesAtomic } from '../keys.js';
-import { readSecretFile } from '../secret-file.js';
+import { writeNewFilesAtomic } from '../crypto/keys.js';
+import { readSecretFile } from '../files/secret-file.js';
 
 export function loadOrCreateCookieKeys(file: string): string[] {
   if (!fs.existsSync(file)) {

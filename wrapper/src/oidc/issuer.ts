@@ -5,16 +5,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
-import { verifySecretAsync } from '../clients.js';
-import type { TokenTtls } from '../config.js';
-import type { SigningKey } from '../keys.js';
-import { redactUrl } from '../log.js';
+import { verifySecretAsync } from '../clients/clients-file.js';
+import type { TokenTtls } from '../config/config.js';
+import type { SigningKey } from '../crypto/keys.js';
+import { redactUrl } from '../telemetry/log.js';
 import type { Route } from '../server/front-door.js';
 import { sendErrorPage } from '../server/error-page.js';
 import { adapterFactory, type OidcAdapter } from '../state/oidc-adapter.js';
 import type { StateStore } from '../state/store.js';
 import { Accounts, memberOfAny } from './accounts.js';
-import { clientMetadata, type ClientsSource } from './clients-source.js';
+import { clientMetadata, type ClientsSource } from '../clients/clients-source.js';
 import { errorPage, logoutDonePage, logoutPage } from './pages.js';
 import { UpstreamLoginError, type LoginMethod } from './upstream-login.js';
 

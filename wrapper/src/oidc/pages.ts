@@ -2,7 +2,7 @@
 // success). Self-contained: no external fonts or scripts (oidc-provider's
 // defaults pull Google Fonts, which an identity provider must not do), no
 // internals in error text.
-import { escapeHtml, htmlPage } from '../html.js';
+import { escapeHtml, htmlPage } from '../server/html.js';
 
 export function errorPage(error: string, description: string): string {
   return htmlPage('Sign-in error', `<h1>Sign-in error</h1><p><code>${escapeHtml(error)}</code>: ${escapeHtml(description)}</p>`);

@@ -1,7 +1,7 @@
 // The wrapper's own error responses: short, no internals, in the format the
 // client asked for (OAuth2/JSON clients get JSON, browsers a small page).
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { escapeHtml, htmlPage } from '../html.js';
+import { escapeHtml, htmlPage } from './html.js';
 
 const TITLES: Record<number, string> = {
   400: 'Bad Request',

@@ -9,9 +9,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { redactUrl } from '../log.js';
+import { redactUrl } from '../telemetry/log.js';
 import { sendErrorPage } from './error-page.js';
-import type { Metrics } from './metrics.js';
+import type { Metrics } from '../telemetry/metrics.js';
 import type { UpstreamProxy } from './proxy.js';
 
 /** A wrapper-owned group of paths, e.g. the OIDC issuer. */

@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { execa, type ResultPromise } from 'execa';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
-import { redactLine } from '../log.js';
+import { redactLine } from '../telemetry/log.js';
 import { probeStatus } from './health.js';
 import { verifyPinned } from './pin.js';
 

@@ -7,8 +7,8 @@ import { createHash, createPublicKey, type JsonWebKey, randomBytes, scrypt, scry
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse, stringify, TomlError } from 'smol-toml';
-import { replaceFileAtomic } from './atomic-file.js';
-import { isTable, TableReader, tomlType, type Table } from './toml-types.js';
+import { replaceFileAtomic } from '../files/atomic-file.js';
+import { isTable, TableReader, tomlType, type Table } from '../config/toml-types.js';
 
 // ---------------------------------------------------------------------------
 // Types

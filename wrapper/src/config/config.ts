@@ -7,7 +7,7 @@ import path from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import { parseByteSize, parseDuration } from './duration.js';
 import { isTable, TableReader, tomlType, type Table } from './toml-types.js';
-import { LOG_LEVELS, type LogLevel } from './log.js';
+import { LOG_LEVELS, type LogLevel } from '../telemetry/log.js';
 
 export class ConfigError extends Error {
   readonly file: string;

@@ -4,7 +4,7 @@
 // (and is logged) rather than locking every service out.
 import fs from 'node:fs';
 import type { Logger } from 'pino';
-import { loadClients, type ClientRecord } from '../clients.js';
+import { loadClients, type ClientRecord } from './clients-file.js';
 
 /** oidc-provider client metadata for one record. */
 export function clientMetadata(c: ClientRecord): Record<string, unknown> {

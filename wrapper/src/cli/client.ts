@@ -20,7 +20,7 @@ import {
   type ClientInput,
   type ClientRecord,
   type GrantType,
-} from './clients.js';
+} from '../clients/clients-file.js';
 
 const EXIT_UNKNOWN = 1;
 const EXIT_BAD_INPUT = 2;

@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { calculateJwkThumbprint, type JWK } from 'jose';
-import { fsyncDir, writeTemp } from './atomic-file.js';
+import { fsyncDir, writeTemp } from '../files/atomic-file.js';
 
 /** Algorithms a loaded key can carry (derived from the key type, never configured). */
 export type SigningAlg = 'ES256' | 'ES384' | 'EdDSA' | 'RS256';

@@ -8,11 +8,11 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import type { KiwiConfig } from './config.js';
-import { generateSigningKeyPair, writeNewFilesAtomic } from './keys.js';
-import { loadOrCreateCookieKeys } from './oidc/cookie-keys.js';
-import { generateDevCertificate } from './tls-certs.js';
-import { certGenerate, recoverAccount, writeServerToml } from './upstream/files.js';
+import type { KiwiConfig } from '../config/config.js';
+import { generateSigningKeyPair, writeNewFilesAtomic } from '../crypto/keys.js';
+import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
+import { generateDevCertificate } from '../crypto/tls-certs.js';
+import { certGenerate, recoverAccount, writeServerToml } from '../upstream/files.js';
 
 export type StepResult = 'created' | 'kept';
 export type Report = Array<{ step: string; result: StepResult; path: string }>;

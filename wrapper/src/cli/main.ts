@@ -4,19 +4,20 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import { registerClientCommands } from './client-cli.js';
-import { ClientsFileError, loadClients } from './clients.js';
-import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from './config.js';
-import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from './first-boot.js';
-import { handleSignals, startWrapper } from './run.js';
-import { SqliteStateStore } from './state/store.js';
-import { readServerToml } from './upstream/files.js';
-import { readPin } from './upstream/pin.js';
+import { registerClientCommands } from './client.js';
+import { ClientsFileError, loadClients } from '../clients/clients-file.js';
+import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from '../config/config.js';
+import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from '../lifecycle/first-boot.js';
+import { handleSignals, startWrapper } from '../lifecycle/run.js';
+import { SqliteStateStore } from '../state/store.js';
+import { readServerToml } from '../upstream/files.js';
+import { readPin } from '../upstream/pin.js';
 
 const DEFAULT_CONFIG = '/etc/kiwi/config.toml';
 const here = dirname(fileURLToPath(import.meta.url));
-// From source/dist: the repository. From the artifact (/opt/kiwi/lib/kiwi-id.mjs): /opt/kiwi.
-const packageRoot = existsSync(join(here, '..', '..', 'package.json')) ? join(here, '..', '..') : join(here, '..');
+// From wrapper/{src,dist}/cli: the repository. From the artifact (/opt/kiwi/lib/kiwi-id.mjs): /opt/kiwi.
+const repoRoot = join(here, '..', '..', '..');
+const packageRoot = existsSync(join(repoRoot, 'package.json')) ? repoRoot : join(here, '..');
 
 function configPath(opt?: string): string {
   return opt ?? process.env.KIWI_CONFIG ?? DEFAULT_CONFIG;
