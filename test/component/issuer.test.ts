@@ -12,7 +12,7 @@ import { exportJWK, generateKeyPair, type JWK } from 'jose';
 import { publicJwks } from '../../wrapper/src/crypto/keys.js';
 import { verify } from '../../wrapper/src/crypto/verify.js';
 import { Accounts } from '../../wrapper/src/oidc/accounts.js';
-import { KanidmLogin } from '../../wrapper/src/oidc/upstream-login.js';
+import { KanidmLogin } from '../../wrapper/src/oidc/login/kanidm.js';
 import { form, IssuerHarness } from './harness/issuer.js';
 import { CookieBrowser } from './harness/cookie-browser.js';
 

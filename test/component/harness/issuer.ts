@@ -21,7 +21,7 @@ import { UpstreamProxy } from '../../../wrapper/src/server/proxy.js';
 import { proxyAgent, upstreamTls } from '../../../wrapper/src/upstream/tls.js';
 import { ClientsSource } from '../../../wrapper/src/clients/clients-source.js';
 import { createIssuer } from '../../../wrapper/src/oidc/issuer.js';
-import type { LoginMethod } from '../../../wrapper/src/oidc/upstream-login.js';
+import type { LoginMethod } from '../../../wrapper/src/oidc/login/method.js';
 
 export const TTL = { access_token_ttl: 300, refresh_token_ttl: 3600, auth_code_ttl: 60, id_token_ttl: 300, session_ttl: 3600 };
 

@@ -4,7 +4,7 @@
 // tokens, cookies) is the real issuer.
 import { randomBytes } from 'node:crypto';
 import type { AccountClaims } from '../../../wrapper/src/oidc/accounts.js';
-import { UpstreamLoginError, type CompletedLogin, type LoginMethod } from '../../../wrapper/src/oidc/upstream-login.js';
+import { UpstreamLoginError, type CompletedLogin, type LoginMethod } from '../../../wrapper/src/oidc/login/method.js';
 import type { IssuerHarness } from './issuer.js';
 
 export class ScriptedLogin implements LoginMethod {

@@ -10,7 +10,7 @@ import { childLogger, createLogger } from '../telemetry/log.js';
 import { ClientsSource } from '../clients/clients-source.js';
 import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
 import { createIssuer, LOGIN_CALLBACK } from '../oidc/issuer.js';
-import { KanidmLogin } from '../oidc/upstream-login.js';
+import { KanidmLogin } from '../oidc/login/kanidm.js';
 import { FrontDoor } from '../server/front-door.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { UpstreamProxy } from '../server/proxy.js';

@@ -5,8 +5,8 @@
 import { randomUUID } from 'node:crypto';
 import * as oidc from 'openid-client';
 import { fetch as undiciFetch, type Dispatcher } from 'undici';
-import type { StateStore } from '../state/store.js';
-import type { AccountClaims } from './accounts.js';
+import type { StateStore } from '../../state/store.js';
+import { UpstreamLoginError, type CompletedLogin, type LoginMethod } from './method.js';
 
 export interface KanidmLoginOptions {
   /** Public origin the browser uses (the issuer; also Kanidm's `origin`). */
@@ -19,29 +19,6 @@ export interface KanidmLoginOptions {
   /** Where Kanidm sends the browser back to (registered at Kanidm). */
   redirectUri: string;
   store: StateStore;
-}
-
-/** A login that came back from Kanidm; `uid` is the issuer interaction it belongs to. */
-export interface CompletedLogin {
-  uid: string;
-  claims: AccountClaims;
-}
-
-export class UpstreamLoginError extends Error {
-  constructor(
-    readonly error: 'invalid_request' | 'access_denied' | 'server_error',
-    message: string,
-    /** Set when the failure belongs to a known interaction, which can then be ended with `error`. */
-    readonly uid?: string,
-  ) {
-    super(message);
-  }
-}
-
-/** How the issuer signs users in; Kanidm today, external IdPs (federation) alongside later. */
-export interface LoginMethod {
-  begin(uid: string): Promise<URL>;
-  complete(callbackUrl: URL): Promise<CompletedLogin>;
 }
 
 const PENDING = 'UpstreamLogin';

@@ -1,0 +1,25 @@
+// What the issuer reports: OAuth2 errors to the log (never a token or a
+// stack to the client), event counts to Prometheus.
+import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Logger } from 'pino';
+import { redactUrl } from '../telemetry/log.js';
+
+const LOGGED_ERRORS = ['grant.error', 'introspection.error', 'revocation.error', 'userinfo.error', 'authorization.error'] as const;
+const COUNTED = [
+  'authorization.success', 'authorization.error', 'grant.success', 'grant.error', 'grant.revoked',
+  'end_session.success', 'introspection.error', 'revocation.error', 'userinfo.error', 'server_error',
+];
+
+export function reportEvents(provider: Provider, log: Logger, countEvent?: (event: string) => void): void {
+  provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
+    log.error({ err_message: err.message, stack: err.stack, url: redactUrl(ctx.url) }, 'issuer server_error');
+  });
+  for (const ev of LOGGED_ERRORS) {
+    provider.on(ev, (_ctx: KoaContextWithOIDC, err: Error & { error_description?: string }) => {
+      log.info({ event: ev, error: err.message, error_description: err.error_description }, 'oauth2 error');
+    });
+  }
+  if (countEvent) for (const ev of COUNTED) provider.on(ev, () => countEvent(ev));
+  provider.on('grant.revoked', (_ctx: KoaContextWithOIDC, grantId: string) => log.warn({ grant_id: grantId }, 'grant revoked'));
+}

@@ -1,0 +1,78 @@
+// GET /oauth2/interaction/:uid — what oidc-provider asks of the user next.
+// `login`: send the browser to the login method (Kanidm). `consent`:
+// KiwiStack services are first-party, so the grant is given without a page,
+// but only to members of the client's allowed groups.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type Provider from 'oidc-provider';
+import type { Logger } from 'pino';
+import type { ClientsSource } from '../../clients/clients-source.js';
+import { sendErrorPage } from '../../server/error-page.js';
+import { memberOfAny, type Accounts } from '../accounts.js';
+import type { LoginMethod } from '../login/method.js';
+
+export interface PromptDeps {
+  provider: Provider;
+  login: LoginMethod | null;
+  accounts: Accounts;
+  clients: ClientsSource;
+  log: Logger;
+}
+
+type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+interface MissingGrant {
+  missingOIDCScope?: string[];
+  missingOIDCClaims?: string[];
+  missingResourceScopes?: Record<string, string[]>;
+}
+
+async function startLogin(d: PromptDeps, details: Details, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (!d.login) return sendErrorPage(req, res, 503, 'Sign-in is not configured on this Kiwi ID yet (see the operator log).');
+  const to = await d.login.begin(details.uid);
+  res.writeHead(303, { location: to.href, 'cache-control': 'no-store' }).end();
+}
+
+/** False (and the interaction ended with access_denied) when group policy refuses the user. */
+async function admittedByGroups(d: PromptDeps, details: Details, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+  const clientId = String(details.params.client_id);
+  const accountId = details.session!.accountId;
+  const client = d.clients.find(clientId);
+  if (!client?.allowed_groups) return true;
+  const account = await d.accounts.find(accountId);
+  if (memberOfAny(account?.groups, client.allowed_groups)) return true;
+  d.log.info({ client_id: clientId, sub: accountId }, 'access denied by allowed_groups');
+  await d.provider.interactionFinished(req, res, {
+    error: 'access_denied',
+    error_description: 'you are not a member of a group allowed to use this service',
+  }, { mergeWithLastSubmission: false });
+  return false;
+}
+
+async function grantConsent(d: PromptDeps, details: Details, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const accountId = details.session!.accountId;
+  const clientId = String(details.params.client_id);
+  const grant = details.grantId ? await d.provider.Grant.find(details.grantId) : new d.provider.Grant({ accountId, clientId });
+  if (!grant) return sendErrorPage(req, res, 400, 'This sign-in has expired. Please start again from the service.');
+  const missing = details.prompt.details as MissingGrant;
+  if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+  if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+  for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) {
+    grant.addResourceScope(indicator, scopes.join(' '));
+  }
+  const grantId = await grant.save();
+  await d.provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+}
+
+export function promptHandler(d: PromptDeps) {
+  return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    let details: Details;
+    try {
+      details = await d.provider.interactionDetails(req, res);
+    } catch {
+      return sendErrorPage(req, res, 400, 'This sign-in has expired or was started in another browser. Please start again from the service.');
+    }
+    if (details.prompt.name === 'login') return startLogin(d, details, req, res);
+    if (!(await admittedByGroups(d, details, req, res))) return;
+    return grantConsent(d, details, req, res);
+  };
+}

@@ -1,0 +1,27 @@
+// How the issuer signs users in. Kanidm is the built-in method; federation
+// with external IdPs adds more implementations beside it. A method sends the
+// browser somewhere (`begin`) and, when it comes back to the login callback,
+// turns that into the claims of a signed-in person (`complete`).
+import type { AccountClaims } from '../accounts.js';
+
+/** A login that came back; `uid` is the issuer interaction it belongs to. */
+export interface CompletedLogin {
+  uid: string;
+  claims: AccountClaims;
+}
+
+export class UpstreamLoginError extends Error {
+  constructor(
+    readonly error: 'invalid_request' | 'access_denied' | 'server_error',
+    message: string,
+    /** Set when the failure belongs to a known interaction, which can then be ended with `error`. */
+    readonly uid?: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface LoginMethod {
+  begin(uid: string): Promise<URL>;
+  complete(callbackUrl: URL): Promise<CompletedLogin>;
+}
