@@ -1,50 +1,67 @@
 // Offline token verification throughput: Kiwi ID's verify() helper (full JWT
-// checks: parse, ES256 signature, iss/aud/exp) against OpenSSL's raw ECDSA
-// P-256 verify (`openssl speed ecdsap256`), measured one after the other in
-// this run on this machine. Both are single-threaded.
+// checks: parse, kid, signature, iss/aud/exp/nbf) against OpenSSL's raw
+// signature verify (`openssl speed`), for ES256 (P-256) and EdDSA (Ed25519),
+// measured one after the other in this run on this machine. jose's
+// jwtVerify with the same checks is shown for reference. All single-threaded.
 //
 //   node --import tsx bench/verify.ts [seconds=3]
 import { execFileSync } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
-import { SignJWT } from 'jose';
-import { verify } from '../wrapper/src/crypto/verify.js';
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import os from 'node:os';
+import { jwtVerify, SignJWT } from 'jose';
+import { thumbprint, verify } from '../wrapper/src/crypto/verify.js';
 
 const seconds = Number(process.argv[2] ?? 3);
-const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-const pem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
 const opts = { issuer: 'https://id.example.com', audience: 'kiwi-mail' };
-const token = await new SignJWT({ sub: 'alice', groups: ['staff'], preferred_username: 'alice' })
-  .setProtectedHeader({ alg: 'ES256', kid: 'bench' })
-  .setIssuer(opts.issuer)
-  .setAudience(opts.audience)
-  .setIssuedAt()
-  .setExpirationTime('15m')
-  .sign(privateKey);
 
-await verify(token, pem, opts); // warm up (key import cache, JIT)
-for (let i = 0; i < 2000; i++) await verify(token, pem, opts);
-
-let n = 0;
-const start = process.hrtime.bigint();
-const end = start + BigInt(Math.round(seconds * 1e9));
-while (process.hrtime.bigint() < end) {
-  for (let i = 0; i < 100; i++) await verify(token, pem, opts);
-  n += 100;
+async function tokenFor(privateKey: KeyObject, publicKey: KeyObject, alg: string): Promise<string> {
+  return new SignJWT({ sub: 'alice', groups: ['staff'], preferred_username: 'alice' })
+    .setProtectedHeader({ alg, kid: thumbprint(publicKey) })
+    .setIssuer(opts.issuer)
+    .setAudience(opts.audience)
+    .setIssuedAt()
+    .setExpirationTime('15m')
+    .sign(privateKey);
 }
-const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
-const kiwi = n / elapsed;
 
-const out = execFileSync('openssl', ['speed', '-seconds', String(seconds), 'ecdsap256'], {
-  encoding: 'utf8',
-  stdio: ['ignore', 'pipe', 'ignore'],
-});
-// Result line: " 256 bits ecdsa (nistp256)   0.0000s   0.0001s  40000.0  13000.0"
-const row = out.split('\n').find((l) => /ecdsa \(nistp256\)/.test(l) && /\d+\.\d+\s*$/.test(l));
-if (!row) throw new Error('could not read openssl speed output');
-const nums = row.trim().split(/\s+/);
-const opensslVerify = Number(nums[nums.length - 1]);
+/** Calls per second of `fn`, after a warm-up (key preparation, JIT). */
+async function rate(fn: () => Promise<unknown>): Promise<number> {
+  for (let i = 0; i < 2000; i++) await fn();
+  let n = 0;
+  const start = process.hrtime.bigint();
+  const end = start + BigInt(Math.round(seconds * 1e9));
+  while (process.hrtime.bigint() < end) {
+    for (let i = 0; i < 100; i++) await fn();
+    n += 100;
+  }
+  return n / (Number(process.hrtime.bigint() - start) / 1e9);
+}
 
-const fmt = (x: number) => Math.round(x).toLocaleString('en-US');
-console.log(`verify() ES256 JWT (signature + claims): ${fmt(kiwi)} ops/s`);
-console.log(`openssl speed ecdsap256 verify:          ${fmt(opensslVerify)} ops/s`);
-console.log(`ratio kiwi/openssl:                      ${(kiwi / opensslVerify).toFixed(2)}`);
+/** Verifies per second from `openssl speed ALGO` (last column of its result row). */
+function opensslVerify(algo: string, row: RegExp): number {
+  const out = execFileSync('openssl', ['speed', '-seconds', String(seconds), algo], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  // e.g. " 256 bits ecdsa (nistp256)   0.0000s   0.0001s  40000.0  13000.0"
+  const line = out.split('\n').find((l) => row.test(l) && /\d+\.\d+\s*$/.test(l));
+  if (!line) throw new Error(`could not read openssl speed ${algo} output`);
+  return Number(line.trim().split(/\s+/).at(-1));
+}
+
+const fmt = (x: number) => Math.round(x).toLocaleString('en-US').padStart(8);
+console.log(`offline JWT verification, ${seconds}s per row, single-threaded, ${os.cpus().length} cores`);
+for (const [alg, type, algo, row] of [
+  ['ES256', 'ec', 'ecdsap256', /ecdsa \(nistp256\)/],
+  ['EdDSA', 'ed25519', 'ed25519', /EdDSA \(Ed25519\)/],
+] as const) {
+  const { privateKey, publicKey } =
+    type === 'ec' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519');
+  const pem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  const token = await tokenFor(privateKey, publicKey, alg);
+  const required = ['iss', 'aud', 'exp', 'iat', 'sub'];
+  const kiwi = await rate(() => verify(token, pem, opts));
+  const jose = await rate(() => jwtVerify(token, publicKey, { ...opts, algorithms: [alg], clockTolerance: 30, requiredClaims: required }));
+  const openssl = opensslVerify(algo, row);
+  console.log(`${alg}  kiwi-id verify() ${fmt(kiwi)} ops/s   jose jwtVerify ${fmt(jose)} ops/s   openssl speed ${algo} verify ${fmt(openssl)} ops/s   ratio kiwi/openssl ${(kiwi / openssl).toFixed(2)}`);
+}

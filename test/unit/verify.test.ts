@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac, generateKeyPairSync } from 'node:crypto';
+import { createHmac, generateKeyPairSync, sign as cryptoSign } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { verify, algorithmFor, TokenError } from '../../wrapper/src/crypto/verify.js';
 
@@ -70,4 +70,121 @@ test('wrong issuer, wrong audience, expired and wrong key are rejected', async (
 
 test('key material that is not a PEM key is refused', async () => {
   await assert.rejects(verify(await sign(), 'not a key', { issuer: ISS, audience: AUD }));
+});
+
+// ---------------------------------------------------------------------------
+// verify() checks tokens itself (node:crypto for the signature, for speed);
+// jose's jwtVerify is the reference its verdicts are held to.
+
+import { jwtVerify, type JWK } from 'jose';
+import { thumbprint, verifySync } from '../../wrapper/src/crypto/verify.js';
+
+const now = () => Math.floor(Date.now() / 1000);
+
+/** A compact JWS over arbitrary header and claims, signed with `key` (ES256 unless the header says EdDSA). */
+function rawToken(header: Record<string, unknown>, claims: unknown, key = ec.privateKey): string {
+  const input = `${b64(header)}.${typeof claims === 'string' ? claims : b64(claims)}`;
+  const sig = cryptoSign(header.alg === 'EdDSA' ? null : 'sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+  return `${input}.${sig.toString('base64url')}`;
+}
+
+const good = () => ({ sub: 'alice', iss: ISS, aud: AUD, iat: now(), exp: now() + 300 });
+const hdr = { alg: 'ES256', kid: thumbprint(ec.publicKey) };
+
+/** Outcome as a comparable string: "ok" or the error code. */
+async function outcome(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (e) {
+    return (e as { code?: string }).code ?? String(e);
+  }
+}
+
+test('verdicts match jose jwtVerify across valid and malformed tokens', async () => {
+  const valid = await sign();
+  const [h, p, s] = valid.split('.') as [string, string, string];
+  const cases: Record<string, string> = {
+    valid,
+    'tampered payload': `${h}.${b64({ ...good(), sub: 'mallory' })}.${s}`,
+    'tampered signature': `${h}.${p}.${s.slice(0, -4)}AAAA`,
+    'short signature': `${h}.${p}.${s.slice(0, 40)}`,
+    'four parts': `${valid}.x`,
+    'two parts': `${h}.${p}`,
+    'signature not base64url': `${h}.${p}.${s}+/`,
+    'header not an object': rawToken([] as never, good()),
+    'payload not JSON': rawToken(hdr, b64('x').slice(0, 3)),
+    'payload an array': rawToken(hdr, [1, 2]),
+    'alg ES384 header on a P-256 key': rawToken({ ...hdr, alg: 'ES384' }, good()),
+    'alg missing': rawToken({ kid: hdr.kid }, good()),
+    'unknown crit': rawToken({ ...hdr, crit: ['exp'], exp: 1 }, good()),
+    'iss wrong': rawToken(hdr, { ...good(), iss: 'https://evil.example' }),
+    'aud array containing ours': rawToken(hdr, { ...good(), aud: ['kiwi-chat', AUD] }),
+    'aud array without ours': rawToken(hdr, { ...good(), aud: ['kiwi-chat'] }),
+    'aud not a string': rawToken(hdr, { ...good(), aud: 7 }),
+    'sub missing': rawToken(hdr, { ...good(), sub: undefined }),
+    'iat missing': rawToken(hdr, { ...good(), iat: undefined }),
+    'iat a string': rawToken(hdr, { ...good(), iat: 'yesterday' }),
+    'exp a string': rawToken(hdr, { ...good(), exp: String(now() + 300) }),
+    'expired beyond tolerance': rawToken(hdr, { ...good(), exp: now() - 31 }),
+    'expired within tolerance': rawToken(hdr, { ...good(), exp: now() - 20 }),
+    'nbf in the future': rawToken(hdr, { ...good(), nbf: now() + 120 }),
+    'nbf within tolerance': rawToken(hdr, { ...good(), nbf: now() + 20 }),
+    'nbf a string': rawToken(hdr, { ...good(), nbf: 'soon' }),
+  };
+  const o = { issuer: ISS, audience: AUD };
+  for (const [name, token] of Object.entries(cases)) {
+    const ours = await outcome(verify(token, pubPem, o));
+    const jose = await outcome(
+      jwtVerify(token, ec.publicKey, { algorithms: ['ES256'], issuer: ISS, audience: AUD, clockTolerance: 30, requiredClaims: ['iss', 'aud', 'exp', 'iat', 'sub'] }),
+    );
+    assert.equal(ours, jose, `${name}: kiwi-id says ${ours}, jose says ${jose}`);
+  }
+  // Stricter than jose, which lets the signature check catch it: a payload
+  // that is not base64url is refused before any crypto.
+  await rejects(verify(`${h}.${p}+/.${s}`, pubPem, o), /ERR_JWS_INVALID/);
+});
+
+test('typ is checked when asked for, the way jose compares it', async () => {
+  const at = rawToken({ ...hdr, typ: 'at+jwt' }, good());
+  assert.equal((await verify(at, pubPem, { issuer: ISS, audience: AUD, typ: 'application/at+jwt' })).sub, 'alice');
+  await rejects(verify(at, pubPem, { issuer: ISS, audience: AUD, typ: 'JWT' }), /CLAIM_VALIDATION/);
+  await rejects(verify(rawToken(hdr, good()), pubPem, { issuer: ISS, audience: AUD, typ: 'at+jwt' }), /CLAIM_VALIDATION/);
+});
+
+test('kid picks the key from a key set; a kid naming no key fails', async () => {
+  const second = generateKeyPairSync('ed25519');
+  const jwks = {
+    keys: [ec.publicKey.export({ format: 'jwk' }), { ...second.publicKey.export({ format: 'jwk' }), kid: 'rotated-2' }],
+  };
+  const o = { issuer: ISS, audience: AUD };
+  // By thumbprint (what Kiwi ID puts in its tokens) and by the JWK's own kid.
+  assert.equal((await verify(rawToken(hdr, good()), jwks, o)).sub, 'alice');
+  const ed = rawToken({ alg: 'EdDSA', kid: 'rotated-2' }, good(), second.privateKey);
+  assert.equal((await verify(ed, jwks, o)).sub, 'alice');
+  assert.equal((await verify(ed, [pubPem, second.publicKey], o).catch((e) => e.code)), 'ERR_JWKS_NO_MATCHING_KEY', 'kid "rotated-2" names no key in a list without JWK kids');
+  // No kid: each key of the token's algorithm is tried.
+  assert.equal((await verify(rawToken({ alg: 'EdDSA' }, good(), second.privateKey), [pubPem, second.publicKey], o)).sub, 'alice');
+  // A set does not try a key the kid does not name, even before its signature is looked at.
+  await rejects(verify(rawToken({ ...hdr, kid: thumbprint(other.publicKey) }, good()), [pubPem], o), /NO_MATCHING_KEY/);
+  // A key on its own: the signature decides, whatever the kid (as jose does).
+  assert.equal((await verify(rawToken({ ...hdr, kid: 'k1' }, good()), pubPem, o)).sub, 'alice');
+  // The token's algorithm must be the one of the key its kid names.
+  await rejects(verify(rawToken({ ...hdr, alg: 'EdDSA' }, good()), jwks, o), /ALG_NOT_ALLOWED/);
+});
+
+test('the kid is the RFC 7638 thumbprint jose computes', async () => {
+  const { calculateJwkThumbprint } = await import('jose');
+  for (const kp of [ec, generateKeyPairSync('ed25519'), generateKeyPairSync('rsa', { modulusLength: 2048 })]) {
+    assert.equal(thumbprint(kp.publicKey), await calculateJwkThumbprint(kp.publicKey.export({ format: 'jwk' }) as JWK));
+  }
+});
+
+test('ES384 keys verify; short RSA keys and private JWKs are refused', async () => {
+  const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const t = await sign({}, p384.privateKey, 'ES384');
+  assert.equal(verifySync(t, p384.publicKey, { issuer: ISS, audience: AUD }).sub, 'alice');
+  const rsa1024 = generateKeyPairSync('rsa', { modulusLength: 1024 });
+  assert.throws(() => verifySync(t, rsa1024.publicKey, { issuer: ISS, audience: AUD }), (e: unknown) => e instanceof TokenError && e.code === 'unsupported_key');
+  assert.throws(() => verifySync(t, ec.privateKey.export({ format: 'jwk' }), { issuer: ISS, audience: AUD }), (e: unknown) => e instanceof TokenError && e.code === 'unsupported_key');
 });

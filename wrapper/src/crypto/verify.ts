@@ -6,15 +6,44 @@
 // derived from the *key type* (EC P-256 -> ES256, Ed25519 -> EdDSA,
 // RSA -> RS256), never taken from the token header, so `alg: none` and
 // HS256-signed-with-the-public-key tokens fail.
-import { createPublicKey, type KeyObject } from 'node:crypto';
-import { jwtVerify, type JWTPayload } from 'jose';
+//
+// Why not jose's jwtVerify: jose 6 verifies through WebCrypto, which converts
+// the key and hops to the thread pool on every call; that ran at half the
+// speed of OpenSSL's own ECDSA verify (bench/verify.ts). Here the key is
+// parsed once (KeyObject, algorithm, RFC 7638 kid) and the signature goes
+// straight to OpenSSL through node:crypto's synchronous verify. The checks
+// and error codes are jose's (ERR_JWS_INVALID, ERR_JWT_EXPIRED, ...);
+// test/unit/verify.test.ts holds both to the same verdicts.
+import { createHash, createPublicKey, verify as cryptoVerify, type JsonWebKey, type KeyObject } from 'node:crypto';
 
 export interface VerifyOptions {
   issuer: string;
   audience: string | string[];
   clockToleranceSec?: number; // default 30
   typ?: string; // e.g. "at+jwt" for access tokens; unchecked when absent
+  /** Seconds since the epoch; default now. */
+  currentTime?: number;
 }
+
+/** The claims of a verified token. */
+export interface JWTPayload {
+  iss?: string;
+  sub?: string;
+  aud?: string | string[];
+  exp?: number;
+  nbf?: number;
+  iat?: number;
+  jti?: string;
+  [claim: string]: unknown;
+}
+
+/**
+ * The key(s) a token may be signed with: a PEM (SPKI or certificate), a
+ * KeyObject, a public JWK, an array of those, or a JWK Set (`{keys: [...]}`,
+ * as served at /oauth2/keys). With more than one key (e.g. during a
+ * rotation) the token's `kid` picks the key.
+ */
+export type VerificationKeys = string | KeyObject | JsonWebKey | { keys: JsonWebKey[] } | Array<string | KeyObject | JsonWebKey>;
 
 export class TokenError extends Error {
   constructor(
@@ -40,35 +69,234 @@ export function algorithmFor(key: KeyObject): string {
   throw new TokenError(`unsupported key type ${t}`, 'unsupported_key');
 }
 
-const keyCache = new Map<string, KeyObject>();
+/** A key ready for verification: everything derived from it is computed once. */
+interface PreparedKey {
+  key: KeyObject;
+  alg: string;
+  /** kids this key answers to: its RFC 7638 thumbprint, and the JWK's own `kid` if given. */
+  kids: string[];
+  hash: string | null; // null for EdDSA
+  /** ECDSA signatures are r||s (JWS), fixed length; 0 for others. */
+  ecSignatureLength: number;
+}
 
-function publicKey(pem: string | KeyObject): KeyObject {
-  if (typeof pem !== 'string') return pem;
-  let k = keyCache.get(pem);
+const EC_SIGNATURE_LENGTH: Record<string, number> = { ES256: 64, ES384: 96 };
+const HASH: Record<string, string | null> = { ES256: 'sha256', ES384: 'sha384', RS256: 'sha256', EdDSA: null };
+const MIN_RSA_BITS = 2048;
+
+/** RFC 7638 JWK thumbprint (SHA-256, base64url): the kid Kiwi ID puts in its tokens. */
+export function thumbprint(key: KeyObject): string {
+  const jwk = key.export({ format: 'jwk' });
+  const members =
+    jwk.kty === 'EC'
+      ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y }
+      : jwk.kty === 'OKP'
+        ? { crv: jwk.crv, kty: jwk.kty, x: jwk.x }
+        : { e: jwk.e, kty: jwk.kty, n: jwk.n };
+  return createHash('sha256').update(JSON.stringify(members)).digest('base64url');
+}
+
+function prepare(input: string | KeyObject | JsonWebKey): PreparedKey {
+  let key: KeyObject;
+  let jwkKid: string | undefined;
+  if (typeof input === 'string') key = createPublicKey(input);
+  else if (isKeyObject(input)) key = input;
+  else {
+    if ((input as { d?: unknown }).d !== undefined) throw new TokenError('not a public key', 'unsupported_key');
+    key = createPublicKey({ key: input, format: 'jwk' });
+    jwkKid = typeof input.kid === 'string' ? input.kid : undefined;
+  }
+  if (key.type !== 'public') throw new TokenError('not a public key', 'unsupported_key');
+  const alg = algorithmFor(key);
+  if (alg === 'RS256' && (key.asymmetricKeyDetails?.modulusLength ?? 0) < MIN_RSA_BITS) {
+    throw new TokenError(`RSA keys must be at least ${MIN_RSA_BITS} bits`, 'unsupported_key');
+  }
+  const kids = [thumbprint(key)];
+  if (jwkKid !== undefined && jwkKid !== kids[0]) kids.push(jwkKid);
+  return { key, alg, kids, hash: HASH[alg]!, ecSignatureLength: EC_SIGNATURE_LENGTH[alg] ?? 0 };
+}
+
+function isKeyObject(x: unknown): x is KeyObject {
+  return typeof x === 'object' && x !== null && typeof (x as KeyObject).asymmetricKeyType !== 'undefined' && typeof (x as KeyObject).export === 'function';
+}
+
+// Keys are prepared once per distinct input: PEM strings by value (bounded,
+// oldest out first), objects by identity.
+const MAX_CACHED_PEMS = 64;
+const pemCache = new Map<string, PreparedKey>();
+const objectCache = new WeakMap<object, PreparedKey[]>();
+
+function prepareOne(input: string | KeyObject | JsonWebKey): PreparedKey {
+  if (typeof input !== 'string') return prepare(input);
+  let k = pemCache.get(input);
   if (!k) {
-    k = createPublicKey(pem);
-    if (k.type !== 'public') throw new TokenError('not a public key', 'unsupported_key');
-    keyCache.set(pem, k);
+    k = prepare(input);
+    if (pemCache.size >= MAX_CACHED_PEMS) pemCache.delete(pemCache.keys().next().value!);
+    pemCache.set(input, k);
   }
   return k;
 }
 
-/** Verifies signature, iss, aud, exp/nbf and returns the claims, or throws TokenError. */
-export async function verify(token: string, publicKeyPem: string | KeyObject, o: VerifyOptions): Promise<JWTPayload> {
-  const key = publicKey(publicKeyPem);
-  const alg = algorithmFor(key);
-  try {
-    const { payload } = await jwtVerify(token, key, {
-      algorithms: [alg],
-      issuer: o.issuer,
-      audience: o.audience,
-      clockTolerance: o.clockToleranceSec ?? 30,
-      typ: o.typ,
-      requiredClaims: ['iss', 'aud', 'exp', 'iat', 'sub'],
-    });
-    return payload;
-  } catch (err: any) {
-    // jose error codes are stable strings such as ERR_JWT_EXPIRED.
-    throw new TokenError(err?.message ?? 'invalid token', err?.code ?? 'ERR_JWT_INVALID');
+/** The prepared keys, and whether they form a set (then the token's kid selects among them). */
+function preparedKeys(keys: VerificationKeys): { set: boolean; keys: PreparedKey[] } {
+  if (typeof keys === 'string') return { set: false, keys: [prepareOne(keys)] };
+  const set = Array.isArray(keys) || ('keys' in keys && Array.isArray(keys.keys));
+  let prepared = objectCache.get(keys);
+  if (!prepared) {
+    const list = Array.isArray(keys) ? keys : set ? (keys as { keys: JsonWebKey[] }).keys : [keys as KeyObject | JsonWebKey];
+    if (list.length === 0) throw new TokenError('no verification key given', 'ERR_JWKS_INVALID');
+    prepared = list.map(prepareOne);
+    objectCache.set(keys, prepared);
   }
+  return { set, keys: prepared };
+}
+
+// ---------------------------------------------------------------------------
+// The steps of one verification.
+
+const fail = (code: string, message: string): never => {
+  throw new TokenError(message, code);
+};
+
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+function isPlainObject(x: unknown): x is Record<string, unknown> {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return false;
+  const proto = Object.getPrototypeOf(x);
+  return proto === null || proto === Object.prototype;
+}
+
+function decodeJson(segment: string, code: string, what: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(utf8.decode(Buffer.from(segment, 'base64url')));
+  } catch {
+    return fail(code, `${what} is not base64url-encoded JSON`);
+  }
+  if (!isPlainObject(parsed)) fail(code, `${what} must be a JSON object`);
+  return parsed as Record<string, unknown>;
+}
+
+interface Jws {
+  header: Record<string, unknown>;
+  signingInput: string;
+  payload: string;
+  signature: Buffer;
+}
+
+/** Compact serialization: three base64url parts, a protected header JSON object. */
+function parseCompact(token: string): Jws {
+  if (typeof token !== 'string') fail('ERR_JWS_INVALID', 'token must be a string');
+  const dot1 = token.indexOf('.');
+  const dot2 = dot1 < 0 ? -1 : token.indexOf('.', dot1 + 1);
+  if (dot1 < 0 || dot2 < 0 || token.indexOf('.', dot2 + 1) >= 0) fail('ERR_JWS_INVALID', 'Invalid Compact JWS');
+  const h = token.slice(0, dot1);
+  const payload = token.slice(dot1 + 1, dot2);
+  const sig = token.slice(dot2 + 1);
+  if (!BASE64URL.test(h) || !BASE64URL.test(payload) || !BASE64URL.test(sig)) fail('ERR_JWS_INVALID', 'JWS parts must be base64url');
+  return {
+    header: decodeJson(h, 'ERR_JWS_INVALID', 'JWS Protected Header'),
+    signingInput: token.slice(0, dot2),
+    payload,
+    signature: Buffer.from(sig, 'base64url'),
+  };
+}
+
+/** No JWS extensions are understood, so any `crit` fails (RFC 7515 §4.1.11); JWTs never use b64=false. */
+function checkHeader(header: Record<string, unknown>): string {
+  const { alg, crit, b64 } = header;
+  if (typeof alg !== 'string' || alg === '') fail('ERR_JWS_INVALID', 'JWS "alg" (Algorithm) Header Parameter missing or invalid');
+  if (crit !== undefined) fail('ERR_JOSE_NOT_SUPPORTED', 'no "crit" (Critical) Header Parameter extension is supported');
+  if (b64 !== undefined && b64 !== true) fail('ERR_JWT_INVALID', 'JWTs MUST NOT use unencoded payload');
+  return alg as string;
+}
+
+/** The explicit type (RFC 8725 §3.11), e.g. at+jwt for access tokens, when the caller asks for one. */
+function checkTyp(header: Record<string, unknown>, o: VerifyOptions): void {
+  const typ = header.typ;
+  if (o.typ !== undefined && (typeof typ !== 'string' || normalizeTyp(typ) !== normalizeTyp(o.typ))) {
+    fail('ERR_JWT_CLAIM_VALIDATION_FAILED', 'unexpected "typ" JWT header value');
+  }
+}
+
+const normalizeTyp = (v: string) => (v.includes('/') ? v.toLowerCase() : `application/${v.toLowerCase()}`);
+
+/**
+ * In a key set the token's `kid` picks the key (a kid naming none fails);
+ * without a kid every key of the token's algorithm is tried. A single key
+ * given on its own is used whatever the kid says, as jose does: its
+ * signature decides.
+ */
+function candidates({ set, keys }: { set: boolean; keys: PreparedKey[] }, header: Record<string, unknown>, alg: string): PreparedKey[] {
+  const kid = header.kid;
+  if (kid !== undefined && typeof kid !== 'string') fail('ERR_JWS_INVALID', 'JWS "kid" Header Parameter must be a string');
+  if (set && kid !== undefined) {
+    const match = keys.filter((k) => k.kids.includes(kid as string));
+    if (match.length === 0) fail('ERR_JWKS_NO_MATCHING_KEY', 'no key matches the token "kid"');
+    keys = match;
+  }
+  const byAlg = keys.filter((k) => k.alg === alg);
+  if (byAlg.length === 0) fail('ERR_JOSE_ALG_NOT_ALLOWED', '"alg" (Algorithm) Header Parameter value not allowed');
+  return byAlg;
+}
+
+function signatureValid(k: PreparedKey, jws: Jws): boolean {
+  if (k.ecSignatureLength && jws.signature.length !== k.ecSignatureLength) return false;
+  try {
+    const data = Buffer.from(jws.signingInput, 'latin1'); // base64url and '.': ASCII
+    return k.ecSignatureLength
+      ? cryptoVerify(k.hash, data, { key: k.key, dsaEncoding: 'ieee-p1363' }, jws.signature)
+      : cryptoVerify(k.hash, data, k.key, jws.signature);
+  } catch {
+    return false;
+  }
+}
+
+const REQUIRED_CLAIMS = ['iss', 'aud', 'exp', 'iat', 'sub'] as const;
+
+function numericDate(claims: Record<string, unknown>, name: string): number | undefined {
+  const v = claims[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v)) fail('ERR_JWT_CLAIM_VALIDATION_FAILED', `"${name}" claim must be a number`);
+  return v as number;
+}
+
+/** RFC 7519 §4.1: the registered claims Kiwi ID tokens always carry, checked as jose does. */
+function checkClaims(claims: Record<string, unknown>, o: VerifyOptions): void {
+  for (const name of REQUIRED_CLAIMS) {
+    if (!Object.hasOwn(claims, name)) fail('ERR_JWT_CLAIM_VALIDATION_FAILED', `missing required "${name}" claim`);
+  }
+  if (claims.iss !== o.issuer) fail('ERR_JWT_CLAIM_VALIDATION_FAILED', 'unexpected "iss" claim value');
+  const wanted = typeof o.audience === 'string' ? [o.audience] : o.audience;
+  const aud = claims.aud;
+  const audOk = typeof aud === 'string' ? wanted.includes(aud) : Array.isArray(aud) && wanted.some((a) => aud.includes(a));
+  if (!audOk) fail('ERR_JWT_CLAIM_VALIDATION_FAILED', 'unexpected "aud" claim value');
+  const tolerance = o.clockToleranceSec ?? 30;
+  if (!Number.isFinite(tolerance) || tolerance < 0) throw new TypeError('clockToleranceSec must be a non-negative number');
+  const now = o.currentTime ?? Math.floor(Date.now() / 1000);
+  numericDate(claims, 'iat');
+  const nbf = numericDate(claims, 'nbf');
+  if (nbf !== undefined && nbf > now + tolerance) fail('ERR_JWT_CLAIM_VALIDATION_FAILED', '"nbf" claim timestamp check failed');
+  const exp = numericDate(claims, 'exp')!;
+  if (exp <= now - tolerance) fail('ERR_JWT_EXPIRED', '"exp" claim timestamp check failed');
+}
+
+/** Synchronous form of `verify` (same checks, same errors), for hot paths. */
+export function verifySync(token: string, keys: VerificationKeys, o: VerifyOptions): JWTPayload {
+  const prepared = preparedKeys(keys);
+  const jws = parseCompact(token);
+  const alg = checkHeader(jws.header);
+  if (!candidates(prepared, jws.header, alg).some((k) => signatureValid(k, jws))) {
+    fail('ERR_JWS_SIGNATURE_VERIFICATION_FAILED', 'signature verification failed');
+  }
+  const claims = decodeJson(jws.payload, 'ERR_JWT_INVALID', 'JWT Claims Set');
+  checkTyp(jws.header, o);
+  checkClaims(claims, o);
+  return claims as JWTPayload;
+}
+
+/** Verifies signature, kid, iss, aud, exp/nbf and returns the claims, or rejects with TokenError. */
+export async function verify(token: string, keys: VerificationKeys, o: VerifyOptions): Promise<JWTPayload> {
+  return verifySync(token, keys, o);
 }
