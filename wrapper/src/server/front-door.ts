@@ -162,7 +162,7 @@ export class FrontDoor {
             url: redactUrl(req.url ?? ''),
             status,
             duration_ms: Math.round(seconds * 1e4) / 10,
-            remote: req.socket.remoteAddress,
+            remote: req.socket?.remoteAddress,
             route,
           },
           'request',

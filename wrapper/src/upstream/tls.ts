@@ -1,10 +1,9 @@
 // TLS toward Kanidm: its own CA is the only trust root and the certificate
 // must name the configured upstream host. Verification is never turned off.
 import { readFileSync } from 'node:fs';
-import https from 'node:https';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import { isIP } from 'node:net';
-import { Agent } from 'undici';
+import { Agent, buildConnector } from 'undici';
 
 export interface UpstreamTls {
   ca: Buffer;
@@ -26,9 +25,20 @@ function tlsOptions(t: UpstreamTls) {
   };
 }
 
-/** Keep-alive pool used by the reverse proxy. */
-export function proxyAgent(t: UpstreamTls, maxSockets = 256): https.Agent {
-  return new https.Agent({ keepAlive: true, maxSockets, maxFreeSockets: 64, ...tlsOptions(t) });
+/**
+ * Keep-alive pool used by the reverse proxy (undici, HTTP/1.1): one TLS
+ * handshake per pooled connection, reused for every request after it.
+ */
+export function proxyAgent(t: UpstreamTls, maxSockets = 256): Agent {
+  // undici derives SNI from each request's Host header and drops a pooled
+  // connection whenever that name changes; the proxy forwards the *public*
+  // Host, so the name is pinned here instead (server/proxy.ts passes the
+  // upstream host as the request's servername, this connector sends the
+  // configured one, none for an IP).
+  const tlsConnect = buildConnector(tlsOptions(t));
+  const servername = isIP(t.host) ? undefined : t.host;
+  const connect: buildConnector.connector = (opts, cb) => tlsConnect({ ...opts, servername }, cb);
+  return new Agent({ connect, connections: maxSockets, keepAliveTimeout: 10_000 });
 }
 
 /** undici dispatcher for the wrapper's own calls (health checks, API calls). */
