@@ -45,6 +45,7 @@ export function sendErrorPage(
   res.setHeader('content-type', wantsJson ? 'application/json' : 'text/html; charset=utf-8');
   res.setHeader('cache-control', 'no-store');
   res.setHeader('content-length', Buffer.byteLength(body));
+  if (o.requestId) res.setHeader('x-request-id', o.requestId);
   if (o.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(o.retryAfterSeconds));
   res.end(body);
 }

@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
-import { redactUrl } from '../telemetry/log.js';
+import { BatchedLog, redactUrl } from '../telemetry/log.js';
 import { sendErrorPage } from './error-page.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { UpstreamProxy } from './proxy.js';
@@ -55,8 +55,11 @@ export class FrontDoor {
   /** Requests not yet answered; drain waits for these. */
   private readonly pending = new Set<ServerResponse>();
   private draining = false;
+  /** The per-request lines (see BatchedLog for why they are not written through `log`). */
+  private readonly accessLog: BatchedLog;
 
   constructor(private readonly o: FrontDoorOptions) {
+    this.accessLog = new BatchedLog(o.log);
     this.server = https.createServer({
       ...readTls(o.tlsCert, o.tlsKey),
       maxHeaderSize: o.maxHeaderSize, // larger headers get Node's 431
@@ -131,6 +134,7 @@ export class FrontDoor {
     this.server.closeAllConnections();
     for (const s of this.sockets) s.destroy(); // upgraded (WebSocket) sockets are not tracked by Node
     await closed;
+    this.accessLog.close();
     return cut;
   }
 
@@ -142,7 +146,9 @@ export class FrontDoor {
     const owner = isHealth ? undefined : this.o.routes?.find((r) => r.matches(pathname));
     const route = isHealth ? pathname.slice(1) : (owner?.name ?? 'proxy');
     this.pending.add(res);
-    res.setHeader('x-request-id', requestId);
+    // The proxy puts the id in the header list it answers with (Node's fast
+    // path for writeHead needs no header set before); everything else gets it here.
+    if (route !== 'proxy') res.setHeader('x-request-id', requestId);
     // While draining, tell keep-alive clients to reconnect (to the next instance).
     if (this.draining) res.setHeader('connection', 'close');
     let counted = false;
@@ -154,8 +160,9 @@ export class FrontDoor {
       const status = res.writableFinished ? res.statusCode : 0; // 0: client went away
       this.o.metrics.requests.inc({ route, method: req.method ?? '', status: String(status) });
       this.o.metrics.duration.observe({ route }, seconds);
-      if (route !== 'healthz' && route !== 'readyz' && route !== 'metrics') {
-        this.o.log.info(
+      if (!isHealth) {
+        // Every field is the wrapper's own; the URL is the only one a client shapes, and it is redacted.
+        this.accessLog.info(
           {
             req_id: requestId,
             method: req.method,

@@ -95,19 +95,18 @@ export function upstreamHeaders(req: IncomingMessage, requestId: string): string
   return out;
 }
 
-/** Kanidm's response headers for the client: raw, less the hop-by-hop ones. */
-function clientHeaders(raw: Buffer[] | null | undefined): string[] {
-  const out: string[] = [];
-  if (!raw) return out;
-  let named: Set<string> | null = null;
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.length === 10 && raw[i]!.toString('latin1').toLowerCase() === 'connection') named = connectionNamed(raw[i + 1]!.toString('latin1'));
-  }
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1');
-    const lower = name.toLowerCase();
-    if (RESPONSE_DROP.has(lower) || named?.has(lower)) continue;
-    out.push(name, raw[i + 1]!.toString('latin1'));
+/**
+ * Kanidm's response headers for the client as a flat [name, value, ...]
+ * list, less the hop-by-hop ones. Takes undici's parsed form (lower-case
+ * names, repeated headers such as Set-Cookie as arrays, which Node writes
+ * one line each).
+ */
+function clientHeaders(parsed: Record<string, string | string[] | undefined>): Array<string | string[]> {
+  const named = parsed.connection === undefined ? null : connectionNamed(parsed.connection);
+  const out: Array<string | string[]> = [];
+  for (const name in parsed) {
+    if (RESPONSE_DROP.has(name) || named?.has(name)) continue;
+    out.push(name, parsed[name]!);
   }
   return out;
 }
@@ -268,15 +267,16 @@ class ResponseWriter implements Dispatcher.DispatchHandler {
     if (this.res.destroyed) controller.abort(new Error('client closed'));
   }
 
-  onResponseStart(controller: Controller, statusCode: number, _headers: unknown, statusMessage?: string): void {
+  onResponseStart(controller: Controller, statusCode: number, parsed: Record<string, string | string[]>, statusMessage?: string): void {
     const res = this.res;
     if (res.destroyed) return controller.abort(new Error('client closed'));
-    const headers = clientHeaders((controller as { rawHeaders?: Buffer[] }).rawHeaders);
+    const headers = clientHeaders(parsed);
     // The client connection's fate is ours to state, not Kanidm's: close it
     // when the client asked to or when draining (the front door sets the header).
-    headers.push('connection', !res.shouldKeepAlive || res.getHeader('connection') === 'close' ? 'close' : 'keep-alive');
-    if (statusMessage) res.writeHead(statusCode, statusMessage, headers);
-    else res.writeHead(statusCode, headers);
+    headers.push('connection', !res.shouldKeepAlive || res.getHeader('connection') === 'close' ? 'close' : 'keep-alive', 'x-request-id', this.requestId);
+    // (Node's types omit array values in the flat form; it writes them as repeated lines.)
+    if (statusMessage) res.writeHead(statusCode, statusMessage, headers as string[]);
+    else res.writeHead(statusCode, headers as string[]);
   }
 
   onResponseData(controller: Controller, chunk: Buffer): void {
@@ -328,10 +328,10 @@ class UpgradeRelay implements Dispatcher.DispatchHandler {
   }
 
   // Kanidm answered without switching: pass its answer on and close.
-  onResponseStart(controller: Controller, statusCode: number, _headers: unknown, statusMessage?: string): void {
-    const h = clientHeaders((controller as { rawHeaders?: Buffer[] }).rawHeaders);
+  onResponseStart(_controller: Controller, statusCode: number, parsed: Record<string, string | string[]>, statusMessage?: string): void {
+    const h = clientHeaders(parsed);
     let head = `HTTP/1.1 ${statusCode} ${statusMessage ?? ''}\r\n`;
-    for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`;
+    for (let i = 0; i < h.length; i += 2) for (const v of ([] as string[]).concat(h[i + 1]!)) head += `${h[i]}: ${v}\r\n`;
     this.client.write(head + 'Connection: close\r\n\r\n');
   }
 

@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { execa, type ResultPromise } from 'execa';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
-import { redactLine } from '../telemetry/log.js';
+import { BatchedLog, redactLine } from '../telemetry/log.js';
 import { probeStatus } from './health.js';
 import { verifyPinned } from './pin.js';
 
@@ -50,6 +50,8 @@ export class Supervisor extends EventEmitter {
   private recentExits: number[] = [];
   private timer: NodeJS.Timeout | null = null;
   private lastHealthy = 0;
+  /** Kanidm logs several lines per request: they take the batched path (telemetry/log.ts). */
+  private output: BatchedLog | null = null;
 
   constructor(private o: SupervisorOptions) {
     super();
@@ -112,7 +114,7 @@ export class Supervisor extends EventEmitter {
     for (const stream of [child.stdout, child.stderr]) {
       if (!stream) continue;
       createInterface({ input: stream }).on('line', (line) => {
-        if (line.trim()) this.o.log.info({ upstream_line: redactLine(line) }, 'upstream output');
+        if (line.trim()) (this.output ??= new BatchedLog(this.o.log)).info({ upstream_line: redactLine(line) }, 'upstream output');
       });
     }
     this.o.log.info({ pid: child.pid, bin: this.o.bin }, 'upstream started');
