@@ -1,68 +1,317 @@
-// Reverse-proxy overhead: the same HTTPS origin measured directly and through
-// the wrapper's front door (TLS termination, request id, log line, metrics,
-// forwarded headers, pinned-CA keep-alive pool), one after the other in this
-// run, with autocannon (keep-alive, 32 connections).
+// The front door against the real thing: one real Kanidm 1.11.1 (started by
+// `kiwi-id init` + `kiwi-id run`, test/integration/harness), measured in the
+// same run, side by side, round after round:
+//   direct   wrk → Kanidm's own TLS listener
+//   nginx    wrk → Debian's nginx as a TLS reverse proxy (upstream keep-alive
+//            pool, upstream certificate verified) → the same Kanidm
+//   kiwi-id  wrk → the wrapper's public listener → the same Kanidm
+// for `/status` and `/ui/login`. wrk (Debian) is the load generator of every
+// row. Besides throughput and latency it prints the CPU time each front
+// spends per request (from /proc), Kanidm's, the wrapper's RSS idle and at
+// its peak under load, and how many connections the wrapper opened to Kanidm
+// (the keep-alive pool at work). Figures are printed, never asserted; the run
+// fails only if a request failed (non-2xx/3xx or a socket error).
 //
-// The origin is a minimal Node HTTPS server answering `true`, not Kanidm
-// (the pinned Kanidm cannot be built here, see upstream-pins/BLOCKED.md), so
-// the ratio isolates what the wrapper adds per request.
-//
-//   node --import tsx bench/proxy.ts [seconds=5] [connections=32]
-import { spawn, type ChildProcess } from 'node:child_process';
+//   npm run bench:proxy -- [seconds=5] [connections=32] [rounds=3]
+// Needs: wrk and nginx (apt-get install wrk nginx-light), the pinned Kanidm
+// (scripts/install-upstream --prefix .kiwi-dev/upstream), a built wrapper
+// (npm run build; the npm script does it).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import autocannon from 'autocannon';
-import { generateDevCertificate } from '../wrapper/src/crypto/tls-certs.js';
+import { Agent, request } from 'undici';
+import { KiwiNode, REPO, UPSTREAM_PREFIX } from '../test/integration/harness/kiwi-node.js';
+import { freePort } from '../test/e2e/net.js';
 
 const seconds = Number(process.argv[2] ?? 5);
 const connections = Number(process.argv[3] ?? 32);
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-bench-'));
-const certs = (name: string, ca: string) =>
-  generateDevCertificate({
-    certPath: path.join(dir, `${name}.crt`),
-    keyPath: path.join(dir, `${name}.key`),
-    caPath: path.join(dir, ca),
-    hostnames: ['localhost'],
-    ips: ['127.0.0.1'],
-    days: 1,
-  });
-certs('origin', 'origin-ca.crt');
-certs('front', 'front-ca.crt');
+const rounds = Number(process.argv[4] ?? 3);
+const PATHS = ['/status', '/ui/login'];
+const ROWS = ['direct', 'nginx', 'kiwi-id'] as const;
+type Row = (typeof ROWS)[number];
 
-const children: ChildProcess[] = [];
-function start(...args: string[]): Promise<number> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'proxy-servers.ts'), ...args], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  children.push(child);
+function need(bin: string, hint: string): string {
+  const found = spawnSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' }).stdout.trim();
+  if (!found) throw new Error(`${bin} not found: ${hint}`);
+  return found;
+}
+
+// ---------------------------------------------------------------------------
+// Processes, CPU and memory from /proc
+
+function childrenOf(pid: number): number[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function commOf(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** A process and its descendants, optionally leaving out subtrees whose command is `skip` (kanidmd under the wrapper). */
+function tree(pid: number, skip?: string): number[] {
+  const out = [pid];
+  for (const c of childrenOf(pid)) if (commOf(c) !== skip) out.push(...tree(c, skip));
+  return out;
+}
+
+/** CPU seconds (user + system) used so far by these processes. */
+function cpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  for (const p of pids) {
+    try {
+      const fields = fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch {
+      /* gone */
+    }
+  }
+  return ticks / 100; // USER_HZ
+}
+
+function rssMiB(pids: number[]): number {
+  let kb = 0;
+  for (const p of pids) {
+    try {
+      kb += Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      /* gone */
+    }
+  }
+  return kb / 1024;
+}
+
+// ---------------------------------------------------------------------------
+// Load: wrk
+
+interface Load {
+  rps: number;
+  requests: number;
+  p50: number; // ms
+  p99: number;
+  failures: number;
+}
+
+const ms = (v: string, unit: string) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN);
+
+function wrk(port: number, urlPath: string, duration: number, onTick?: () => void): Promise<Load> {
   return new Promise((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`${args[0]} exited ${code}`)));
-    createInterface({ input: child.stdout! }).once('line', (l) => resolve(JSON.parse(l).port));
+    // Every front is reached by address; Host names the public origin, as a browser would.
+    const child = spawn('wrk', ['-t1', `-c${connections}`, `-d${duration}s`, '--latency', '-H', `Host: localhost:${port}`, `https://127.0.0.1:${port}${urlPath}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const ticker = onTick ? setInterval(onTick, 250) : null;
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (ticker) clearInterval(ticker);
+      const lat = (p: string) => {
+        const m = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s)`, 'm').exec(out);
+        return m ? ms(m[1]!, m[2]!) : NaN;
+      };
+      const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
+      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+      const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+      const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+      const sockErrors = socket ? socket.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+      if (code !== 0 || !Number.isFinite(rps)) return reject(new Error(`wrk failed (${code}): ${out}`));
+      resolve({ rps, requests, p50: lat('50'), p99: lat('99'), failures: non2xx + sockErrors });
+    });
   });
 }
 
-async function load(port: number, duration: number) {
-  const r = await autocannon({ url: `https://127.0.0.1:${port}/status`, connections, duration, pipelining: 1 });
-  if (r.non2xx || r.errors) throw new Error(`bench run had ${r.non2xx} non-2xx and ${r.errors} errors`);
-  return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99 };
+// ---------------------------------------------------------------------------
+// The three fronts
+
+/** Debian's nginx as a TLS reverse proxy in front of Kanidm, run by us on a free port. */
+async function startNginx(dir: string, node: KiwiNode): Promise<{ port: number; child: ChildProcess }> {
+  const port = await freePort();
+  fs.mkdirSync(dir, { recursive: true });
+  const conf = path.join(dir, 'nginx.conf');
+  fs.writeFileSync(
+    conf,
+    `worker_processes auto;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log ${dir}/access.log;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi; uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  upstream kanidm { server 127.0.0.1:${node.upstreamPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${port} ssl;
+    ssl_certificate ${node.root}/tls/wrapper.crt;
+    ssl_certificate_key ${node.root}/private/wrapper.key;
+    location / {
+      proxy_pass https://kanidm;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto https;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate ${node.upstreamCaPath};
+      proxy_ssl_name localhost;
+      proxy_ssl_session_reuse on;
+    }
+  }
+}
+`,
+  );
+  const child = spawn('nginx', ['-p', dir, '-c', conf, '-e', path.join(dir, 'error.log')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr!.on('data', (d) => (err += d));
+  await until(`nginx on ${port}`, () => get(port, '/status', node.caPath).then((s) => s === 200), () => (child.exitCode !== null ? `nginx exited: ${err}` : ''), 30_000);
+  return { port, child };
 }
 
+/** Kiwi ID on a real Kanidm: first boot with the harness, then `kiwi-id run` with its output in a file (as a service manager would take it). */
+async function startKiwi(node: KiwiNode): Promise<ChildProcess> {
+  await node.writeConfig();
+  // One log destination, like nginx's access log: stdout (to a file here).
+  fs.writeFileSync(node.config, fs.readFileSync(node.config, 'utf8').replace(/^log_dir = .*$/m, ''));
+  await node.init();
+  const out = fs.openSync(path.join(node.root, 'kiwi-id.out'), 'a', 0o600);
+  const child = spawn(process.execPath, [path.join(REPO, 'wrapper/bin/kiwi-id.js'), '-c', node.config, 'run'], {
+    stdio: ['ignore', out, out],
+    env: { ...process.env, HOME: path.join(node.root, 'cli-home') },
+  });
+  fs.closeSync(out);
+  node.child = child;
+  await until('kiwi-id ready', () => get(node.listenPort, '/readyz', node.caPath).then((s) => s === 200), () =>
+    child.exitCode !== null ? `kiwi-id run exited ${child.exitCode}: ${fs.readFileSync(path.join(node.root, 'kiwi-id.out'), 'utf8').slice(-2000)}` : '',
+  );
+  return child;
+}
+
+const agents = new Map<string, Agent>();
+async function get(port: number, urlPath: string, caPath: string): Promise<number> {
+  let agent = agents.get(caPath);
+  if (!agent) agents.set(caPath, (agent = new Agent({ connect: { ca: fs.readFileSync(caPath), servername: 'localhost' } })));
+  const res = await request(`https://127.0.0.1:${port}${urlPath}`, { dispatcher: agent, headers: { host: `localhost:${port}` } });
+  await res.body.dump();
+  return res.statusCode;
+}
+
+async function until(what: string, ok: () => Promise<boolean>, dead: () => string, timeoutMs = 180_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const why = dead();
+    if (why) throw new Error(why);
+    if (await ok().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function upstreamConnections(node: KiwiNode): Promise<number> {
+  const res = await request(`https://127.0.0.1:${node.listenPort}/metrics`, {
+    dispatcher: agents.get(node.caPath),
+    headers: { host: `localhost:${node.listenPort}` },
+  });
+  const text = await res.body.text();
+  return Number(/^kiwi_upstream_connections_total (\d+)/m.exec(text)?.[1] ?? NaN);
+}
+
+// ---------------------------------------------------------------------------
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const f0 = (x: number) => Math.round(x).toLocaleString('en-US');
+const f2 = (x: number) => x.toFixed(2);
+
+need('wrk', 'apt-get install wrk');
+need('nginx', 'apt-get install nginx-light');
+if (!fs.existsSync(path.join(UPSTREAM_PREFIX, 'bin/kanidmd'))) {
+  throw new Error(`no Kanidm at ${UPSTREAM_PREFIX}: run scripts/install-upstream --prefix .kiwi-dev/upstream`);
+}
+if (!fs.existsSync(path.join(REPO, 'wrapper/dist/cli/main.js'))) throw new Error('wrapper/dist missing: npm run build');
+
+const node = new KiwiNode({ name: 'bench' });
+const nginxDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-bench-nginx-'));
+let nginx: { port: number; child: ChildProcess } | null = null;
+let failures = 0;
 try {
-  const originPort = await start('origin', dir);
-  const frontPort = await start('front', dir, String(originPort));
-  await load(originPort, 1); // warm-up: JIT and keep-alive pools
-  await load(frontPort, 1);
-  const direct = await load(originPort, seconds);
-  const proxied = await load(frontPort, seconds);
-  const row = (name: string, m: typeof direct) =>
-    `${name.padEnd(16)} ${m.rps.toFixed(0).padStart(8)} req/s   p50 ${String(m.p50).padStart(3)} ms   p99 ${String(m.p99).padStart(3)} ms`;
-  console.log(`proxy overhead, ${connections} connections, ${seconds}s each, ${os.cpus().length} cores`);
-  console.log(row('direct origin', direct));
-  console.log(row('through wrapper', proxied));
-  console.log(`ratio (through / direct) throughput: ${(proxied.rps / direct.rps).toFixed(2)}`);
+  const kiwi = await startKiwi(node);
+  nginx = await startNginx(nginxDir, node);
+  const kanidmPid = childrenOf(kiwi.pid!).find((p) => commOf(p) === 'kanidmd');
+  if (!kanidmPid) throw new Error('kanidmd not found under kiwi-id run');
+  const fronts: Record<Row, { port: number; pids: () => number[] }> = {
+    direct: { port: node.upstreamPort, pids: () => [] },
+    nginx: { port: nginx.port, pids: () => tree(nginx!.child.pid!) },
+    'kiwi-id': { port: node.listenPort, pids: () => tree(kiwi.pid!, 'kanidmd') },
+  };
+  for (const p of PATHS) {
+    for (const row of ROWS) {
+      const status = await get(fronts[row].port, p, row === 'direct' ? node.upstreamCaPath : node.caPath);
+      if (status !== 200) throw new Error(`${row} ${p} answered ${status}, not 200`);
+    }
+  }
+  await new Promise((r) => setTimeout(r, 2000)); // let Kanidm's start-up work settle
+  const rssIdle = rssMiB(fronts['kiwi-id'].pids());
+  let rssPeak = rssIdle;
+  const connsBefore = await upstreamConnections(node);
+
+  console.log(`reverse proxy in front of Kanidm 1.11.1: wrk -t1 -c${connections}, ${seconds}s per row, ${rounds} rounds, ${os.cpus().length} cores, ${os.cpus()[0]?.model ?? ''}`);
+  const results: Record<string, Record<Row, Array<Load & { frontCpu: number; kanidmCpu: number }>>> = {};
+  for (const p of PATHS) {
+    results[p] = { direct: [], nginx: [], 'kiwi-id': [] };
+    for (const row of ROWS) await wrk(fronts[row].port, p, 2); // warm-up: JIT, pools, caches
+    for (let r = 0; r < rounds; r++) {
+      for (const row of ROWS) {
+        const pids = fronts[row].pids();
+        const c0 = cpuSeconds(pids);
+        const k0 = cpuSeconds([kanidmPid]);
+        const load = await wrk(fronts[row].port, p, seconds, row === 'kiwi-id' ? () => (rssPeak = Math.max(rssPeak, rssMiB(fronts['kiwi-id'].pids()))) : undefined);
+        const frontCpu = ((cpuSeconds(pids) - c0) / load.requests) * 1e6;
+        const kanidmCpu = ((cpuSeconds([kanidmPid]) - k0) / load.requests) * 1e6;
+        failures += load.failures;
+        results[p]![row].push({ ...load, frontCpu, kanidmCpu });
+        console.log(
+          `  ${p.padEnd(10)} round ${r + 1}  ${row.padEnd(8)} ${f0(load.rps).padStart(7)} req/s   p50 ${f2(load.p50).padStart(6)} ms   p99 ${f2(load.p99).padStart(7)} ms` +
+            `   front CPU ${row === 'direct' ? '     –' : f0(frontCpu).padStart(6)} µs/req   Kanidm CPU ${f0(kanidmCpu).padStart(4)} µs/req` +
+            (load.failures ? `   FAILED REQUESTS ${load.failures}` : ''),
+        );
+      }
+    }
+  }
+  const connsAfter = await upstreamConnections(node);
+
+  console.log(`\nmedians over ${rounds} rounds`);
+  console.log('| path | row | req/s | p50 ms | p99 ms | front CPU µs/req | ratio to direct | ratio to nginx |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const p of PATHS) {
+    const m = (row: Row, k: 'rps' | 'p50' | 'p99' | 'frontCpu') => median(results[p]![row].map((x) => x[k]));
+    for (const row of ROWS) {
+      console.log(
+        `| \`${p}\` | ${row} | ${f0(m(row, 'rps'))} | ${f2(m(row, 'p50'))} | ${f2(m(row, 'p99'))} | ${row === 'direct' ? '–' : f0(m(row, 'frontCpu'))} | ${f2(m(row, 'rps') / m('direct', 'rps'))} | ${row === 'direct' ? '–' : f2(m(row, 'rps') / m('nginx', 'rps'))} |`,
+      );
+    }
+    console.log(
+      `| \`${p}\` | added latency, kiwi-id − direct | | ${f2(m('kiwi-id', 'p50') - m('direct', 'p50'))} | ${f2(m('kiwi-id', 'p99') - m('direct', 'p99'))} | | | |`,
+    );
+  }
+  console.log(`\nkiwi-id RSS (wrapper processes, Kanidm excluded): idle ${rssIdle.toFixed(0)} MiB, peak under load ${rssPeak.toFixed(0)} MiB`);
+  console.log(`kiwi-id connections opened to Kanidm during the measured rounds: ${connsAfter - connsBefore} (keep-alive pool; ${connections} client connections)`);
+  if (failures > 0) {
+    console.error(`\n${failures} requests failed during the run`);
+    process.exitCode = 1;
+  }
 } finally {
-  for (const c of children) c.kill();
-  fs.rmSync(dir, { recursive: true, force: true });
+  nginx?.child.kill('SIGQUIT');
+  if (nginx && nginx.child.exitCode === null) await new Promise((r) => nginx!.child.once('exit', r));
+  fs.rmSync(nginxDir, { recursive: true, force: true });
+  await node.close();
+  for (const a of agents.values()) await a.close();
 }

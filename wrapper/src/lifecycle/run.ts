@@ -98,9 +98,11 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
   });
   supervisor.on('restart', () => metrics.upstreamRestarts.inc());
 
+  const pool = proxyAgent(tls);
+  pool.on('connect', () => metrics.upstreamConnections.inc());
   const proxy = new UpstreamProxy({
     target: cfg.upstream_addr,
-    agent: proxyAgent(tls),
+    agent: pool,
     timeoutMs: cfg.upstream_timeout_ms,
     maxBodySize: cfg.max_body_size,
     isHealthy: () => supervisor.healthy,

@@ -9,6 +9,7 @@ export interface Metrics {
   upstreamRestarts: Counter;
   upstreamHealthy: Gauge;
   upstreamCrashLoop: Gauge;
+  upstreamConnections: Counter;
   oidcEvents: Counter<'event'>;
   /** Call once the state store exists: exposes its live records per kind at scrape time. */
   observeState(countLive: () => Promise<Record<string, number>>): void;
@@ -47,6 +48,13 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     upstreamCrashLoop: new Gauge({
       name: 'kiwi_upstream_crash_loop',
       help: '1 while Kanidm exits repeatedly within a short window',
+      registers: [registry],
+    }),
+    // Each is one TLS handshake with Kanidm; it grows with concurrency, not
+    // with requests, while the proxy's keep-alive pool does its job.
+    upstreamConnections: new Counter({
+      name: 'kiwi_upstream_connections_total',
+      help: 'Connections the reverse proxy opened to Kanidm',
       registers: [registry],
     }),
     oidcEvents: new Counter({
