@@ -85,6 +85,7 @@ drain_timeout = "3s"
 upstream_timeout = "1h"
 max_body_size = "64KiB"
 max_header_size = 8192
+workers = 2
 
 [tokens]
 access_token_ttl = 300
@@ -127,6 +128,7 @@ client_secret_file = "secrets/kanidm-client"
     upstream_timeout_ms: 3_600_000,
     max_body_size: 65_536,
     max_header_size: 8192,
+    workers: 2,
     tokens: {
       access_token_ttl: 300,
       refresh_token_ttl: 7200,
@@ -160,6 +162,7 @@ test('a minimal config gets the documented defaults', () => {
   assert.equal(c.upstream_timeout_ms, 30_000);
   assert.equal(c.max_body_size, 1_048_576);
   assert.equal(c.max_header_size, 16_384);
+  assert.equal(c.workers, 1);
   assert.deepEqual(c.tokens, {
     access_token_ttl: 900,
     refresh_token_ttl: 86400,
@@ -224,6 +227,8 @@ test('bad values', () => {
   assertRejected(minimal('health_check_interval = "5 seconds"'), 'health_check_interval', /"5 seconds" is not a duration \(use e\.g\. 500ms, 5s, 2m\)$/);
   assertRejected(minimal('drain_timeout = "0s"'), 'drain_timeout', /must be greater than 0/);
   assertRejected(minimal('max_header_size = "16KB"'), 'max_header_size', /is not a byte size/);
+  assertRejected(minimal('workers = 0'), 'workers', /an integer from 1 to 64, got integer 0/);
+  assertRejected(minimal('workers = "auto"'), 'workers', /an integer from 1 to 64, got string/);
   assertRejected(minimal('log_level = "verbose"'), 'log_level', /one of error, warn, info, debug, trace/);
   assertRejected(minimal('issuer = "http://id.example.com"'), 'issuer', /must use https/);
   assertRejected(minimal('issuer = "https://id.example.com/"'), 'issuer', /must not end with a slash/);

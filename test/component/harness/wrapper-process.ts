@@ -19,6 +19,8 @@ export interface WrapperProcessOptions {
   listenPort?: number;
   /** Upstream loopback port (default: a free one). */
   upstreamPort?: number;
+  /** Further top-level config lines, e.g. `workers = 2`. */
+  extraConfig?: string[];
   /** Readiness check (default: GET /readyz from this process). */
   ready?: (w: WrapperProcess) => Promise<boolean>;
 }
@@ -79,6 +81,7 @@ export class WrapperProcess {
         'jwt_public_key = "jwt-public.pem"',
         'data_dir = "data"',
         'drain_timeout = "3s"',
+        ...(this.o.extraConfig ?? []),
       ].join('\n'),
     );
     this.base = `https://${publicHost}:${port}`;

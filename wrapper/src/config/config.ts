@@ -59,6 +59,8 @@ export interface KiwiConfig {
   readonly log_dir: string | undefined;
   readonly data_dir: string;
   readonly drain_timeout_ms: number;
+  /** Processes serving the listener (1: one process; more: a primary that supervises Kanidm plus this many workers). */
+  readonly workers: number;
   readonly upstream_timeout_ms: number;
   readonly max_body_size: number;
   readonly max_header_size: number;
@@ -78,7 +80,7 @@ const TOP_KEYS = [
   'upstream_config', 'upstream_ca', 'upstream_db_path', 'compatibility_file', 'health_check_interval',
   'health_check_timeout', 'jwt_private_key', 'jwt_public_key', 'log_level', 'log_dir', 'data_dir',
   'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'tokens', 'clients',
-  'upstream_oauth2',
+  'upstream_oauth2', 'workers',
 ] as const;
 
 const TOKEN_DEFAULTS: TokenTtls = {
@@ -161,6 +163,14 @@ class Section extends TableReader {
     const bytes = this.convert(key, () => parseByteSize(v));
     if (bytes <= 0) throw this.error(key, 'must be greater than 0');
     return bytes;
+  }
+
+  count(key: string, fallback: number, max: number): number {
+    const v = this.table[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1 || v > max) {
+      throw this.error(key, `expected an integer from 1 to ${max}, got ${tomlType(v)} ${String(v)}`);
+    }
+    return v;
   }
 
   positiveInt(key: string, fallback: number): number {
@@ -316,6 +326,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     log_dir: top.optionalPath('log_dir'),
     data_dir,
     drain_timeout_ms: top.durationMs('drain_timeout', '10s'),
+    workers: top.count('workers', 1, 64),
     upstream_timeout_ms: top.durationMs('upstream_timeout', '30s'),
     max_body_size: top.byteSize('max_body_size', '1MiB'),
     max_header_size: top.byteSize('max_header_size', '16KiB'),

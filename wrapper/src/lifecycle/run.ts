@@ -1,5 +1,6 @@
 // `kiwi-id run`: wires config, logs, the supervised Kanidm, the front door
 // and the issuer together, and owns the process signals.
+import cluster from 'node:cluster';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -18,27 +19,41 @@ import { readSecretFile } from '../files/secret-file.js';
 import { SqliteStateStore } from '../state/store.js';
 import { verifyPinned } from '../upstream/pin.js';
 import { Supervisor } from '../upstream/supervisor.js';
+import { startPrimary, startWorker } from './cluster.js';
 import { proxyAgent, undiciAgent, upstreamTls } from '../upstream/tls.js';
 
 export interface Running {
   log: Logger;
   metrics: Metrics;
-  supervisor: Supervisor;
-  frontDoor: FrontDoor;
+  /** Absent in a cluster worker (the primary supervises Kanidm). */
+  supervisor?: Supervisor;
+  /** Absent in a cluster primary (its workers serve the listener). */
+  frontDoor?: FrontDoor;
   /** Drains, stops Kanidm, resolves when both are done. Idempotent. */
   shutdown(reason: string): Promise<void>;
+  /** SIGHUP: the listener certificate on disk is served to new connections. */
+  reloadTls(): void;
 }
 
 const SWEEP_INTERVAL_MS = 60_000;
 
-/** The OIDC issuer and what it needs: signing key, state store, clients, login at Kanidm. */
-async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher, metrics: Metrics) {
-  const key = await loadSigningKey(cfg.jwt_private_key, cfg.jwt_public_key);
-  const store = new SqliteStateStore({ dataDir: cfg.data_dir });
+/**
+ * The state store's upkeep: expired records swept, live records counted for
+ * /metrics. One process does it (the only one, or the cluster primary).
+ */
+export function keepState(store: SqliteStateStore, log: Logger, metrics: Metrics): () => void {
   metrics.observeState(() => store.countLive());
   const sweeper = setInterval(() => {
     store.sweep().catch((err) => log.error({ err_message: (err as Error).message }, 'state sweep failed'));
   }, SWEEP_INTERVAL_MS).unref();
+  return () => clearInterval(sweeper);
+}
+
+/** The OIDC issuer and what it needs: signing key, state store, clients, login at Kanidm. */
+async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher, metrics: Metrics, ownsState: boolean) {
+  const key = await loadSigningKey(cfg.jwt_private_key, cfg.jwt_public_key);
+  const store = new SqliteStateStore({ dataDir: cfg.data_dir });
+  const stopUpkeep = ownsState ? keepState(store, log, metrics) : () => undefined;
   const secretFile = cfg.upstream_oauth2.client_secret_file;
   let login: KanidmLogin | null = null;
   if (existsSync(secretFile)) {
@@ -66,38 +81,32 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     countEvent: (event) => metrics.oidcEvents.inc({ event }),
   });
   const close = async () => {
-    clearInterval(sweeper);
+    stopUpkeep();
     await store.close();
   };
   return { route, close };
 }
 
-export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
-  const log = createLogger({ level: cfg.log_level, logDir: cfg.log_dir, component: 'wrapper' });
-  // Refuse to start at all (not merely fail to restart later) when the
-  // installed Kanidm is not the pinned one.
-  await verifyPinned(cfg.upstream_bin, cfg.compatibility_file);
+/** What the upstream's health looks like to the listener (the supervisor itself, or its state relayed to a worker). */
+export interface UpstreamHealth {
+  readonly healthy: boolean;
+}
 
+/**
+ * The public listener: issuer, reverse proxy and front door, in this
+ * process. `ownsState`: this process sweeps the state store and reports its
+ * records (false in cluster workers, the primary does it).
+ */
+export async function serveListener(
+  cfg: KiwiConfig,
+  log: Logger,
+  metrics: Metrics,
+  upstream: UpstreamHealth,
+  o: { ownsState: boolean; metricsText?: () => Promise<string> },
+) {
   const tls = upstreamTls(cfg.upstream_addr, cfg.upstream_ca);
   const dispatcher = undiciAgent(tls);
-  const metrics = createMetrics();
-  const issuer = await issuerRoute(cfg, log, dispatcher, metrics);
-  const supervisor = new Supervisor({
-    bin: cfg.upstream_bin,
-    config: cfg.upstream_config,
-    upstreamAddr: cfg.upstream_addr,
-    dispatcher,
-    compatibilityFile: cfg.compatibility_file,
-    intervalMs: cfg.health_check_interval_ms,
-    timeoutMs: cfg.health_check_timeout_ms,
-    log: childLogger(log, 'upstream'),
-  });
-  supervisor.on('state', () => {
-    metrics.upstreamHealthy.set(supervisor.healthy ? 1 : 0);
-    metrics.upstreamCrashLoop.set(supervisor.crashLoop ? 1 : 0);
-  });
-  supervisor.on('restart', () => metrics.upstreamRestarts.inc());
-
+  const issuer = await issuerRoute(cfg, log, dispatcher, metrics, o.ownsState);
   const pool = proxyAgent(tls);
   pool.on('connect', () => metrics.upstreamConnections.inc());
   const proxy = new UpstreamProxy({
@@ -105,7 +114,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     agent: pool,
     timeoutMs: cfg.upstream_timeout_ms,
     maxBodySize: cfg.max_body_size,
-    isHealthy: () => supervisor.healthy,
+    isHealthy: () => upstream.healthy,
     log: childLogger(log, 'proxy'),
   });
   const frontDoor = new FrontDoor({
@@ -117,10 +126,52 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     drainTimeoutMs: cfg.drain_timeout_ms,
     log: childLogger(log, 'http'),
     metrics,
+    metricsText: o.metricsText,
     proxy,
-    isReady: () => supervisor.healthy,
+    isReady: () => upstream.healthy,
     routes: [issuer.route],
   });
+  const close = async () => {
+    proxy.close();
+    await pool.close();
+    await dispatcher.close();
+    await issuer.close();
+  };
+  return { frontDoor, close };
+}
+
+/** The supervised Kanidm, its health mirrored into the metrics. */
+export function createSupervisor(cfg: KiwiConfig, log: Logger, metrics: Metrics): Supervisor {
+  const supervisor = new Supervisor({
+    bin: cfg.upstream_bin,
+    config: cfg.upstream_config,
+    upstreamAddr: cfg.upstream_addr,
+    dispatcher: undiciAgent(upstreamTls(cfg.upstream_addr, cfg.upstream_ca)),
+    compatibilityFile: cfg.compatibility_file,
+    intervalMs: cfg.health_check_interval_ms,
+    timeoutMs: cfg.health_check_timeout_ms,
+    log: childLogger(log, 'upstream'),
+  });
+  supervisor.on('state', () => {
+    metrics.upstreamHealthy.set(supervisor.healthy ? 1 : 0);
+    metrics.upstreamCrashLoop.set(supervisor.crashLoop ? 1 : 0);
+  });
+  supervisor.on('restart', () => metrics.upstreamRestarts.inc());
+  return supervisor;
+}
+
+export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
+  // More than one worker: the primary supervises Kanidm, the workers serve (lifecycle/cluster.ts).
+  if (cfg.workers > 1) return cluster.isPrimary ? startPrimary(cfg) : startWorker(cfg);
+  const log = createLogger({ level: cfg.log_level, logDir: cfg.log_dir, component: 'wrapper' });
+  // Refuse to start at all (not merely fail to restart later) when the
+  // installed Kanidm is not the pinned one.
+  await verifyPinned(cfg.upstream_bin, cfg.compatibility_file);
+
+  const metrics = createMetrics();
+  const supervisor = createSupervisor(cfg, log, metrics);
+  const listener = await serveListener(cfg, log, metrics, supervisor, { ownsState: true });
+  const frontDoor = listener.frontDoor;
 
   let stopping: Promise<void> | null = null;
   const shutdown = (reason: string) =>
@@ -129,15 +180,14 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
       const cut = await frontDoor.drain();
       // Kanidm goes last so requests still in flight can finish against it.
       await supervisor.stop();
-      proxy.close();
-      await issuer.close();
+      await listener.close();
       log.info({ cut_requests: cut }, 'stopped');
     })());
 
   await supervisor.start();
   const addr = await frontDoor.listen();
   log.info({ listen: `${addr.address}:${addr.port}`, issuer: cfg.issuer }, 'listening');
-  return { log, metrics, supervisor, frontDoor, shutdown };
+  return { log, metrics, supervisor, frontDoor, shutdown, reloadTls: () => void frontDoor.reloadTls() };
 }
 
 /** Process glue: signals and exit codes. */
@@ -156,8 +206,8 @@ export function handleSignals(running: Running): void {
   // signal joins the shutdown already running.
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => running.frontDoor.reloadTls());
-  running.supervisor.on('fatal', (err: Error) => {
+  process.on('SIGHUP', () => running.reloadTls());
+  running.supervisor?.on('fatal', (err: Error) => {
     running.log.error({ err_message: err.message }, 'upstream cannot be started; exiting');
     void running.shutdown('upstream fatal').finally(() => process.exit(1));
   });

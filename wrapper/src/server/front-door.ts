@@ -31,6 +31,8 @@ export interface FrontDoorOptions {
   drainTimeoutMs: number;
   log: Logger;
   metrics: Metrics;
+  /** The /metrics text; default: this process's registry (a cluster worker asks the primary for all processes'). */
+  metricsText?: () => Promise<string>;
   proxy: UpstreamProxy;
   /** Readiness: true while the upstream is healthy. */
   isReady: () => boolean;
@@ -191,7 +193,7 @@ export class FrontDoor {
         case 'readyz':
           return this.o.isReady() ? this.plain(res, 200, 'ready\n') : this.plain(res, 503, 'upstream not ready\n');
         case 'metrics':
-          void this.o.metrics.registry.metrics().then((text) => {
+          void (this.o.metricsText ?? (() => this.o.metrics.registry.metrics()))().then((text) => {
             res.setHeader('content-type', this.o.metrics.registry.contentType);
             res.end(text);
           }, fail);
