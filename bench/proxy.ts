@@ -12,7 +12,11 @@
 // (the keep-alive pool at work). Figures are printed, never asserted; the run
 // fails only if a request failed (non-2xx/3xx or a socket error).
 //
-//   npm run bench:proxy -- [seconds=5] [connections=32] [rounds=3]
+// The whole comparison runs once per worker count (config key `workers`,
+// default phases 1 and 2): the wrapper is restarted between phases, direct
+// and nginx are measured again in each, so every phase is side by side.
+//
+//   npm run bench:proxy -- [seconds=5] [connections=32] [rounds=3] [workers=1,2]
 // Needs: wrk and nginx (apt-get install wrk nginx-light), the pinned Kanidm
 // (scripts/install-upstream --prefix .kiwi-dev/upstream), a built wrapper
 // (npm run build; the npm script does it).
@@ -27,6 +31,7 @@ import { freePort } from '../test/e2e/net.js';
 const seconds = Number(process.argv[2] ?? 5);
 const connections = Number(process.argv[3] ?? 32);
 const rounds = Number(process.argv[4] ?? 3);
+const workerCounts = (process.argv[5] ?? '1,2').split(',').map(Number);
 const PATHS = ['/status', '/ui/login'];
 const ROWS = ['direct', 'nginx', 'kiwi-id'] as const;
 type Row = (typeof ROWS)[number];
@@ -177,12 +182,16 @@ http {
   return { port, child };
 }
 
-/** Kiwi ID on a real Kanidm: first boot with the harness, then `kiwi-id run` with its output in a file (as a service manager would take it). */
-async function startKiwi(node: KiwiNode): Promise<ChildProcess> {
+/** First boot of Kiwi ID and Kanidm with the harness; one log destination (stdout, to a file here), like nginx's access log. */
+async function initKiwi(node: KiwiNode): Promise<void> {
   await node.writeConfig();
-  // One log destination, like nginx's access log: stdout (to a file here).
   fs.writeFileSync(node.config, fs.readFileSync(node.config, 'utf8').replace(/^log_dir = .*$/m, ''));
   await node.init();
+}
+
+/** `kiwi-id run` with `workers`, its output in a file (as a service manager would take it). */
+async function runKiwi(node: KiwiNode, workers: number): Promise<ChildProcess> {
+  fs.writeFileSync(node.config, fs.readFileSync(node.config, 'utf8').replace(/^workers = .*\n/m, '') + `workers = ${workers}\n`);
   const out = fs.openSync(path.join(node.root, 'kiwi-id.out'), 'a', 0o600);
   const child = spawn(process.execPath, [path.join(REPO, 'wrapper/bin/kiwi-id.js'), '-c', node.config, 'run'], {
     stdio: ['ignore', out, out],
@@ -190,8 +199,11 @@ async function startKiwi(node: KiwiNode): Promise<ChildProcess> {
   });
   fs.closeSync(out);
   node.child = child;
-  await until('kiwi-id ready', () => get(node.listenPort, '/readyz', node.caPath).then((s) => s === 200), () =>
-    child.exitCode !== null ? `kiwi-id run exited ${child.exitCode}: ${fs.readFileSync(path.join(node.root, 'kiwi-id.out'), 'utf8').slice(-2000)}` : '',
+  const log = () => fs.readFileSync(path.join(node.root, 'kiwi-id.out'), 'utf8');
+  const started = log().length;
+  // Ready, and every worker listening (the primary logs "listening" once all are).
+  await until('kiwi-id ready', async () => (await get(node.listenPort, '/readyz', node.caPath)) === 200 && log().slice(started).includes('"msg":"listening"'), () =>
+    child.exitCode !== null ? `kiwi-id run exited ${child.exitCode}: ${log().slice(-2000)}` : '',
   );
   return child;
 }
@@ -242,14 +254,34 @@ const node = new KiwiNode({ name: 'bench' });
 const nginxDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-bench-nginx-'));
 let nginx: { port: number; child: ChildProcess } | null = null;
 let failures = 0;
+const summary: string[] = [];
 try {
-  const kiwi = await startKiwi(node);
-  nginx = await startNginx(nginxDir, node);
+  await initKiwi(node);
+  for (const workers of workerCounts) {
+    const kiwi = await runKiwi(node, workers);
+    nginx ??= await startNginx(nginxDir, node);
+    await phase(kiwi, nginx, workers);
+    await node.stop('SIGTERM');
+  }
+  console.log(summary.join('\n'));
+  if (failures > 0) {
+    console.error(`\n${failures} requests failed during the run`);
+    process.exitCode = 1;
+  }
+} finally {
+  nginx?.child.kill('SIGQUIT');
+  if (nginx && nginx.child.exitCode === null) await new Promise((r) => nginx!.child.once('exit', r));
+  fs.rmSync(nginxDir, { recursive: true, force: true });
+  await node.close();
+  for (const a of agents.values()) await a.close();
+}
+
+async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProcess }, workers: number): Promise<void> {
   const kanidmPid = childrenOf(kiwi.pid!).find((p) => commOf(p) === 'kanidmd');
   if (!kanidmPid) throw new Error('kanidmd not found under kiwi-id run');
   const fronts: Record<Row, { port: number; pids: () => number[] }> = {
     direct: { port: node.upstreamPort, pids: () => [] },
-    nginx: { port: nginx.port, pids: () => tree(nginx!.child.pid!) },
+    nginx: { port: ngx.port, pids: () => tree(ngx.child.pid!) },
     'kiwi-id': { port: node.listenPort, pids: () => tree(kiwi.pid!, 'kanidmd') },
   };
   for (const p of PATHS) {
@@ -263,7 +295,8 @@ try {
   let rssPeak = rssIdle;
   const connsBefore = await upstreamConnections(node);
 
-  console.log(`reverse proxy in front of Kanidm 1.11.1: wrk -t1 -c${connections}, ${seconds}s per row, ${rounds} rounds, ${os.cpus().length} cores, ${os.cpus()[0]?.model ?? ''}`);
+  const title = `kiwi-id with workers = ${workers}: reverse proxy in front of Kanidm 1.11.1, wrk -t1 -c${connections}, ${seconds}s per row, ${rounds} rounds, ${os.cpus().length} cores`;
+  console.log(title);
   const results: Record<string, Record<Row, Array<Load & { frontCpu: number; kanidmCpu: number }>>> = {};
   for (const p of PATHS) {
     results[p] = { direct: [], nginx: [], 'kiwi-id': [] };
@@ -288,30 +321,18 @@ try {
   }
   const connsAfter = await upstreamConnections(node);
 
-  console.log(`\nmedians over ${rounds} rounds`);
-  console.log('| path | row | req/s | p50 ms | p99 ms | front CPU µs/req | ratio to direct | ratio to nginx |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  summary.push(`\n${title}; medians over ${rounds} rounds`);
+  summary.push('| path | row | req/s | p50 ms | p99 ms | front CPU µs/req | Kanidm CPU µs/req | ratio to direct | ratio to nginx |');
+  summary.push('|---|---|---|---|---|---|---|---|---|');
   for (const p of PATHS) {
-    const m = (row: Row, k: 'rps' | 'p50' | 'p99' | 'frontCpu') => median(results[p]![row].map((x) => x[k]));
+    const m = (row: Row, k: 'rps' | 'p50' | 'p99' | 'frontCpu' | 'kanidmCpu') => median(results[p]![row].map((x) => x[k]));
     for (const row of ROWS) {
-      console.log(
-        `| \`${p}\` | ${row} | ${f0(m(row, 'rps'))} | ${f2(m(row, 'p50'))} | ${f2(m(row, 'p99'))} | ${row === 'direct' ? '–' : f0(m(row, 'frontCpu'))} | ${f2(m(row, 'rps') / m('direct', 'rps'))} | ${row === 'direct' ? '–' : f2(m(row, 'rps') / m('nginx', 'rps'))} |`,
+      summary.push(
+        `| \`${p}\` | ${row} | ${f0(m(row, 'rps'))} | ${f2(m(row, 'p50'))} | ${f2(m(row, 'p99'))} | ${row === 'direct' ? '–' : f0(m(row, 'frontCpu'))} | ${f0(m(row, 'kanidmCpu'))} | ${f2(m(row, 'rps') / m('direct', 'rps'))} | ${row === 'direct' ? '–' : f2(m(row, 'rps') / m('nginx', 'rps'))} |`,
       );
     }
-    console.log(
-      `| \`${p}\` | added latency, kiwi-id − direct | | ${f2(m('kiwi-id', 'p50') - m('direct', 'p50'))} | ${f2(m('kiwi-id', 'p99') - m('direct', 'p99'))} | | | |`,
-    );
+    summary.push(`| \`${p}\` | added latency, kiwi-id − direct | | ${f2(m('kiwi-id', 'p50') - m('direct', 'p50'))} | ${f2(m('kiwi-id', 'p99') - m('direct', 'p99'))} | | | | |`);
   }
-  console.log(`\nkiwi-id RSS (wrapper processes, Kanidm excluded): idle ${rssIdle.toFixed(0)} MiB, peak under load ${rssPeak.toFixed(0)} MiB`);
-  console.log(`kiwi-id connections opened to Kanidm during the measured rounds: ${connsAfter - connsBefore} (keep-alive pool; ${connections} client connections)`);
-  if (failures > 0) {
-    console.error(`\n${failures} requests failed during the run`);
-    process.exitCode = 1;
-  }
-} finally {
-  nginx?.child.kill('SIGQUIT');
-  if (nginx && nginx.child.exitCode === null) await new Promise((r) => nginx!.child.once('exit', r));
-  fs.rmSync(nginxDir, { recursive: true, force: true });
-  await node.close();
-  for (const a of agents.values()) await a.close();
+  summary.push(`kiwi-id RSS (all wrapper processes, Kanidm excluded): idle ${rssIdle.toFixed(0)} MiB, peak under load ${rssPeak.toFixed(0)} MiB`);
+  summary.push(`kiwi-id connections opened to Kanidm during the measured rounds: ${connsAfter - connsBefore} (keep-alive pool; ${connections} client connections)`);
 }
