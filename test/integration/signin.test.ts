@@ -99,3 +99,54 @@ test('password + TOTP set on Kanidm\'s reset page; sign-in from a service throug
   assert.equal(info.email, 'alice@example.test');
   assert.equal(info.preferred_username, 'alice');
 });
+
+/** Pages of Kanidm's login the browser was shown during `fn`. */
+async function loginPagesDuring(page: Page, fn: () => Promise<void>): Promise<string[]> {
+  const seen: string[] = [];
+  const onNav = (f: import('playwright-core').Frame) => {
+    if (f === page.mainFrame() && /\/ui\/login/.test(f.url())) seen.push(f.url());
+  };
+  page.on('framenavigated', onNav);
+  try {
+    await fn();
+  } finally {
+    page.off('framenavigated', onNav);
+  }
+  return seen;
+}
+
+async function signIn(page: Page, service: string, c: Parameters<typeof kanidmLogin>[1]): Promise<void> {
+  await page.goto(`${services[service]!.url}/login`);
+  await page.waitForURL((u) => u.origin !== node.base || /\/ui\/(login|oauth2)/.test(u.pathname));
+  if (new URL(page.url()).origin === node.base) await kanidmLogin(page, c);
+  await page.waitForURL((u) => u.origin === new URL(services[service]!.url).origin);
+}
+
+test('single sign-on, a stable sub, and RP-initiated logout that ends the Kiwi ID (and Kanidm) session', async () => {
+  const { page } = await newPage();
+  await nextTotpPeriod(aliceTotp);
+  await signIn(page, 'kiwi-mail', { username: 'alice', password: PASSWORD, totp: aliceTotp });
+  assert.equal(await result(page), 'Hello alice');
+  const sub1 = (await (await page.goto(`${services['kiwi-mail']!.url}/userinfo`))!.json()).sub;
+
+  // A second service: no login page at all.
+  const prompts = await loginPagesDuring(page, async () => {
+    await page.goto(`${services['kiwi-chat']!.url}/login`);
+    await page.waitForURL(`${services['kiwi-chat']!.url}/`);
+  });
+  assert.deepEqual(prompts, []);
+  assert.equal(await result(page), 'Hello alice');
+  const sub2 = (await (await page.goto(`${services['kiwi-chat']!.url}/userinfo`))!.json()).sub;
+  assert.equal(sub2, sub1, 'the same person has the same sub at every service');
+
+  // Logout at one service ends the session: the next sign-in asks for credentials again.
+  await page.goto(`${services['kiwi-mail']!.url}/logout`);
+  await page.locator('button[name="logout"]').click();
+  await page.waitForURL(`${services['kiwi-mail']!.url}/bye`);
+  await nextTotpPeriod(aliceTotp);
+  const again = await loginPagesDuring(page, () => signIn(page, 'kiwi-chat', { username: 'alice', password: PASSWORD, totp: aliceTotp }));
+  assert.ok(again.length > 0, 'signed out means signed out: Kanidm asked again');
+  assert.equal(await result(page), 'Hello alice');
+  const sub3 = (await (await page.goto(`${services['kiwi-chat']!.url}/userinfo`))!.json()).sub;
+  assert.equal(sub3, sub1, 'sub is stable across sign-ins');
+});
