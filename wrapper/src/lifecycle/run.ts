@@ -51,6 +51,8 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
       redirectUri: cfg.issuer + LOGIN_CALLBACK,
       store,
       domain: new URL(cfg.issuer).hostname,
+      grantTtlSeconds: Math.max(cfg.tokens.refresh_token_ttl, cfg.tokens.session_ttl),
+      freshForMs: cfg.upstream_oauth2.recheck_interval_ms,
       log: childLogger(log, 'login'),
     });
   } else {
