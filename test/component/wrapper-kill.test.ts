@@ -52,6 +52,7 @@ test('SIGKILL of the wrapper leaves its upstream running; the next start stops t
 
 test('a second `kiwi-id run` on the same config refuses while the first runs, naming it', async () => {
   const running = w.child;
+  assert.equal(running.exitCode, null, 'needs the wrapper of the test before');
   const upstream = upstreamStarts().at(-1)!;
   const second = new WrapperProcess(root, fromSource); // same files: nothing to prepare
   const r = await second.runToExit();

@@ -135,7 +135,10 @@ export class WrapperProcess {
     const from = this.out.length;
     const child = this.spawnRun();
     const code = await new Promise<number | null>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`kiwi-id run still running after ${timeoutMs} ms`)), timeoutMs);
+      const t = setTimeout(() => {
+        reject(new Error(`kiwi-id run still running after ${timeoutMs} ms\n${this.out.slice(from).join('').slice(-2000)}`));
+        void endChild(child); // it was expected to refuse; it must not outlive the test either
+      }, timeoutMs);
       child.once('exit', (c) => (clearTimeout(t), resolve(c)));
     });
     return { code, output: this.out.slice(from).join('') };

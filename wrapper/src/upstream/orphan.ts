@@ -43,8 +43,8 @@ export interface PidRecord {
 }
 
 /**
- * The start time of a live process, or null if there is none (gone, or a
- * zombie waiting to be reaped: it holds no port and no file any more).
+ * The start time of a live process, or null if there is none: gone, or a
+ * zombie waiting to be reaped that holds no port and no file any more.
  */
 export function processStart(pid: number): string | null {
   let stat: string;
@@ -55,8 +55,22 @@ export function processStart(pid: number): string | null {
   }
   // "PID (comm) STATE PPID ..." - comm may contain spaces and parentheses.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  if (fields[0] === 'Z' || fields[0] === 'X') return null;
+  if ((fields[0] === 'Z' || fields[0] === 'X') && !threadsStillExiting(pid)) return null;
   return fields[19] ?? null; // field 22 overall; fields[0] is field 3
+}
+
+/**
+ * A multi-threaded process (kanidmd, node) whose main thread is already a
+ * zombie can still have threads on their way out, and their shared file table
+ * (sockets, database) is closed only by the last of them: until then it still
+ * holds its port.
+ */
+function threadsStillExiting(pid: number): boolean {
+  try {
+    return readdirSync(`/proc/${pid}/task`).length > 1;
+  } catch {
+    return false;
+  }
 }
 
 export function identify(pid: number): ProcessIdentity | null {
@@ -116,14 +130,19 @@ export function removePidFile(file: string, upstream?: ProcessIdentity): void {
   rmSync(file, { force: true });
 }
 
-/** Waits until `p` is gone, polling /proc (it is not our child: no exit event). */
-async function gone(p: ProcessIdentity, ms: number): Promise<boolean> {
+/** Polls `cond` until true or `ms` passed; resolves with the last answer. */
+async function until(cond: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
   const end = Date.now() + ms;
-  while (isAlive(p)) {
+  for (;;) {
+    if (await cond()) return true;
     if (Date.now() > end) return false;
     await wait(25);
   }
-  return true;
+}
+
+/** Waits until `p` is gone, polling /proc (it is not our child: no exit event). */
+function gone(p: ProcessIdentity, ms: number): Promise<boolean> {
+  return until(() => !isAlive(p), ms);
 }
 
 function signal(p: ProcessIdentity, sig: NodeJS.Signals): void {
@@ -195,6 +214,9 @@ export async function clearOrphans(o: OrphanCheck): Promise<void> {
         'stopping the kanidmd left running by an earlier wrapper',
       );
       await stopProcess(record.upstream, o.stopTimeoutMs);
+      // Its sockets close as it exits; give the kernel a moment to let go of
+      // the port before the check below would call it taken.
+      await until(async () => !(await portInUse(o.upstreamAddr)), o.stopTimeoutMs);
       o.log.info({ pid: record.upstream.pid }, 'earlier kanidmd stopped');
     } else {
       o.log.info({ pid: record.upstream.pid, pid_file: o.pidFile }, 'stale upstream pid file: that process is gone');
