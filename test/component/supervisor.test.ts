@@ -58,7 +58,7 @@ async function supervisor(mode: string, extra: Extra = {}) {
     dispatcher: undiciAgent(upstreamTls(upstreamAddr, tls.caPath)),
     compatibilityFile: extra.compatibilityFile ?? null,
     intervalMs: 100,
-    timeoutMs: extra.timeoutMs ?? 5_000,
+    timeoutMs: extra.timeoutMs ?? 30_000, // generous: only the test of the timeout itself uses a short one
     stopTimeoutMs: extra.stopTimeoutMs ?? 2_000,
     backoffMinMs: 50,
     pidFile: extra.pidFile ?? null,

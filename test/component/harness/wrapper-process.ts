@@ -98,8 +98,8 @@ export class WrapperProcess {
         'upstream_config = "upstream.json"',
         'upstream_ca = "upstream-ca.crt"',
         'compatibility_file = "compatibility.toml"',
-        'health_check_interval = "200ms"',
-        'health_check_timeout = "5s"',
+        'health_check_interval = "1s"', // its probe may take up to 2 s before it counts as failed
+        'health_check_timeout = "30s"', // a slow, busy machine is not a broken upstream
         'jwt_private_key = "jwt-private.pem"',
         'jwt_public_key = "jwt-public.pem"',
         'data_dir = "data"',
