@@ -152,7 +152,10 @@ test('stop (drain) under load: every in-flight request completes', async (t) => 
   const inflight = Array.from({ length: 32 }, () =>
     p.request({ path: '/hold', method: 'GET' }).then(async (r) => (await r.body.text(), r.statusCode)),
   );
-  await waitFor(() => f.inFlight === 32, { what: '32 requests in flight at the front door', detail: () => `in flight: ${f.inFlight}` });
+  // In flight end to end: all 32 have reached the origin, which holds them.
+  const heldAtOrigin = async () => (await request(`https://127.0.0.1:${originPort}/held`, { dispatcher: direct })).body.text();
+  await waitFor(async () => (await heldAtOrigin()) === '32', { what: 'the origin to hold all 32 requests', detail: () => `in flight at the front door: ${f.inFlight}` });
+  assert.equal(f.inFlight, 32);
   const drained = f.drain();
   assert.equal(await release(), '32', 'the origin held all 32');
   const cut = await drained;

@@ -385,7 +385,9 @@ test('drain: in-flight requests finish, new connections are refused', async (t) 
   const own = new Agent({ connect: { ca: fs.readFileSync(frontCerts.caPath) } });
   t.after(() => closeAll(releaseHeld, () => f.drain(), () => own.destroy()));
   const slow = request(`https://localhost:${a.port}/hold`, { dispatcher: own });
-  await waitFor(() => f.inFlight === 1, { what: 'the request in flight at the front door' });
+  // In flight end to end: the origin has it (and holds its answer).
+  await waitFor(() => held.size === 1, { what: 'the request to reach the origin' });
+  assert.equal(f.inFlight, 1);
   const drained = f.drain();
   assert.equal(releaseHeld(), 1);
   const res = await slow;
