@@ -92,6 +92,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     upstreamAddr: cfg.upstream_addr,
     dispatcher,
     compatibilityFile: cfg.compatibility_file,
+    pidFile: join(cfg.data_dir, 'upstream.pid'),
     intervalMs: cfg.health_check_interval_ms,
     timeoutMs: cfg.health_check_timeout_ms,
     log: childLogger(log, 'upstream'),
