@@ -8,6 +8,7 @@ import { parse, TomlError } from 'smol-toml';
 import { parseByteSize, parseDuration } from './duration.js';
 import { isTable, TableReader, tomlType, type Table } from './toml-types.js';
 import { LOG_LEVELS, type LogLevel } from '../telemetry/log.js';
+import { checkFederationFiles, FederationKeyError, parseFederation, type FederationConfig } from './federation.js';
 
 export class ConfigError extends Error {
   readonly file: string;
@@ -65,6 +66,8 @@ export interface KiwiConfig {
   readonly clients: { readonly file: string };
   /** Kiwi ID's own OAuth2 client registration at Kanidm (how users log in). */
   readonly upstream_oauth2: { readonly client_id: string; readonly client_secret_file: string };
+  /** External IdPs and trusted assertion issuers (config/federation.ts). */
+  readonly federation: FederationConfig;
 }
 
 export interface ValidateOptions {
@@ -77,7 +80,7 @@ const TOP_KEYS = [
   'upstream_config', 'upstream_ca', 'upstream_db_path', 'compatibility_file', 'health_check_interval',
   'health_check_timeout', 'jwt_private_key', 'jwt_public_key', 'log_level', 'log_dir', 'data_dir',
   'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'tokens', 'clients',
-  'upstream_oauth2',
+  'upstream_oauth2', 'federation',
 ] as const;
 
 const TOKEN_DEFAULTS: TokenTtls = {
@@ -243,6 +246,16 @@ function checkFile(sec: Section, key: string, file: string, secret: boolean): vo
   }
 }
 
+/** `[federation]` is parsed in config/federation.ts; its key errors become ConfigErrors here. */
+function federationKeys<T>(file: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof FederationKeyError) throw new ConfigError(file, e.key, e.message);
+    throw e;
+  }
+}
+
 export function validateConfig(raw: unknown, file: string, opts: ValidateOptions = {}): KiwiConfig {
   if (!isTable(raw)) throw new ConfigError(file, undefined, 'config must be a TOML table');
   const top = new Section(file, raw, '', path.dirname(path.resolve(file)));
@@ -322,6 +335,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
       client_id: upstreamOauth2Sec.string('client_id', 'kiwi-id'),
       client_secret_file: upstreamOauth2Sec.path('client_secret_file', path.join(data_dir, 'upstream-oauth2.secret')),
     }),
+    federation: federationKeys(file, () => parseFederation(raw.federation, { baseDir: top.baseDir, dataDir: data_dir })),
   };
 
   if (opts.checkFiles ?? true) {
@@ -331,6 +345,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     checkFile(top, 'jwt_public_key', config.jwt_public_key, false);
     // The CA is the only trust root for the upstream; fail at startup, not at first request.
     if (config.upstream_ca !== undefined) checkFile(top, 'upstream_ca', config.upstream_ca, false);
+    federationKeys(file, () => checkFederationFiles(config.federation, config.config_file));
   }
   return Object.freeze(config);
 }
