@@ -57,12 +57,16 @@ export class WebBrowser {
   }
 
   /** Loads `url` and follows redirects; `init` is for the first request only (a form post). */
-  async go(url: string | URL, init: { method?: 'GET' | 'POST'; form?: Record<string, string> } = {}): Promise<Page> {
+  async go(
+    url: string | URL,
+    init: { method?: 'GET' | 'POST'; form?: Record<string, string>; stopAt?: (u: URL) => boolean } = {},
+  ): Promise<Page> {
     let next = new URL(url);
     let method = init.method ?? 'GET';
     let body = init.form ? new URLSearchParams(init.form).toString() : undefined;
     for (let hop = 0; hop < 25; hop++) {
-      if (!this.origins().includes(next.origin)) return { url: next, status: 0, text: '', headers: {} };
+      // Not loaded: a foreign origin, or a URL the test wants to hold (e.g. to replay it).
+      if (!this.origins().includes(next.origin) || (hop > 0 && init.stopAt?.(next))) return { url: next, status: 0, text: '', headers: {} };
       this.visited.push(next);
       const headers: Record<string, string> = {};
       const cookie = this.cookieHeader(next);

@@ -73,6 +73,27 @@ async function clientAuth(idp: UpstreamIdp): Promise<oidc.ClientAuth> {
   }
 }
 
+/**
+ * One line for the log: openid-client's error, the oauth4webapi reason under
+ * it and the claim or header it is about (never token contents).
+ */
+function describe(e: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = e;
+  for (let depth = 0; cur && depth < 4; depth++) {
+    const x = cur as { code?: string; error?: string; error_description?: string; message?: string; claim?: string; reason?: string; header?: { alg?: unknown }; cause?: unknown };
+    if (x instanceof Error) {
+      parts.push([x.code, x.error, x.error_description ?? x.message].filter(Boolean).join(' '));
+    } else if (typeof x === 'object') {
+      if (x.claim) parts.push(`claim ${x.claim}`);
+      if (x.header?.alg !== undefined) parts.push(`alg ${String(x.header.alg)}`);
+      if (x.reason) parts.push(x.reason);
+    }
+    cur = x.cause;
+  }
+  return parts.filter(Boolean).join(': ');
+}
+
 const isPlainOAuth2 = (idp: UpstreamIdp): boolean => !!idp.authorization_endpoint && !idp.jwks_uri;
 
 export class UpstreamClient {
@@ -169,10 +190,9 @@ export class UpstreamClient {
   }
 
   private classify(e: unknown): UpstreamError {
-    const err = e as Error & { code?: string; error?: string; cause?: unknown };
-    const detail = [err.code, err.error, err.message].filter(Boolean).join(': ');
+    const detail = describe(e);
     // Network trouble is the upstream's availability; anything else is a response we refuse.
-    const network = err.code === 'OAUTH_TIMEOUT' || /fetch failed|ECONNREFUSED|ENOTFOUND|timed? ?out/i.test(String(err.message) + String((err.cause as Error)?.message ?? ''));
+    const network = (e as { code?: string }).code === 'OAUTH_TIMEOUT' || /fetch failed|ECONNREFUSED|ENOTFOUND|ECONNRESET|timed? ?out/i.test(detail);
     return new UpstreamError(network ? 'unavailable' : 'rejected', detail);
   }
 
