@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import * as oidc from 'openid-client';
 import { verify } from '../../wrapper/src/crypto/verify.js';
 import { FederatedPair } from './harness/federation.js';
-import type { WebBrowser, Page } from './harness/web-browser.js';
+import type { Page, WebBrowser } from './harness/web-browser.js';
 
 const pair = new FederatedPair({ idpB: { default_amr: ['pwd'] } });
 const SERVICE_CB = 'https://mail.kiwi.test/callback';
@@ -91,4 +91,113 @@ test('admin-linked upstream identity signs in as the local person: default_group
   assert.ok(link?.last_used_at, 'the link records its use');
   assert.match(await pair.metric('kiwi_federation_signins_total'), /idp="kiwi-b",result="success"} 1/);
   await pair.federation.links.unlink(pair.upstream.issuer, 'b-bob');
+});
+
+test('an unlinked upstream identity gets a clear page; the service gets access_denied and no code', async () => {
+  pair.upstreamLogin.user = { sub: 'b-stranger', preferred_username: 'stranger' };
+  const browser = pair.browser();
+  const { landed } = await signInWithB(browser);
+  assert.equal(landed.status, 403);
+  assert.match(landed.text, /Your Partner Kiwi ID account is not linked to a Kiwi ID account/);
+  assert.match(landed.text, /href="\/oauth2\/federation\/link"/);
+  const back = /<a href="([^"]+)">Return to the service<\/a>/.exec(landed.text)?.[1];
+  const done = await browser.go(new URL(back!.replace(/&#38;/g, '&'), landed.url));
+  assert.equal(done.url.origin + done.url.pathname, SERVICE_CB);
+  assert.equal(done.url.searchParams.get('error'), 'access_denied');
+  assert.equal(done.url.searchParams.get('code'), null);
+  assert.equal(await pair.federation.links.find(pair.upstream.issuer, 'b-stranger'), undefined);
+});
+
+/** Signs in to the service through the built-in (Kanidm) login; leaves a Kiwi ID session in `browser`. */
+async function signInWithKanidm(browser: WebBrowser): Promise<void> {
+  const { page } = await startAtService(browser);
+  const done = await browser.go(choose(page, 'kanidm'));
+  assert.equal(done.url.origin + done.url.pathname, SERVICE_CB);
+}
+
+const LINK = () => `${pair.local.issuer}/oauth2/federation/link`;
+
+function linkForm(page: Page): { csrf: string } {
+  const csrf = /name="csrf" value="([^"]+)"/.exec(page.text)?.[1];
+  assert.ok(csrf, `a link form: ${page.text.slice(0, 300)}`);
+  return { csrf: csrf! };
+}
+
+test('self-service link: signed in with Kanidm moments before, then at the upstream; the link then signs in', async () => {
+  const carol = pair.directory.add({ uuid: '00000000-0000-4000-8000-0000000ca201', name: 'carol', mails: ['carol@kiwi.test'], groups: ['staff@idm.kiwi.test'] });
+  pair.localLogin.user = { sub: carol.uuid, preferred_username: 'carol@idm.kiwi.test' };
+  pair.upstreamLogin.user = { sub: 'b-carol', preferred_username: 'carol.b' };
+  const browser = pair.browser();
+  await signInWithKanidm(browser);
+
+  const page = await browser.go(LINK());
+  assert.equal(page.status, 200);
+  assert.match(page.text, /Signed in as <strong>carol@idm.kiwi.test<\/strong>/);
+  assert.match(page.text, /name="idp" value="kiwi-b">Link Partner Kiwi ID/);
+  const linked = await browser.go(LINK(), { method: 'POST', form: { ...linkForm(page), idp: 'kiwi-b' } });
+  assert.ok(browser.visited.some((u) => u.origin === pair.upstream.issuer), 'signed in at upstream B');
+  assert.equal(linked.status, 200, linked.text.slice(0, 300));
+  assert.match(linked.text, /Your Partner Kiwi ID account now signs you in as <strong>carol@idm.kiwi.test<\/strong>/);
+  const link = await pair.federation.links.find(pair.upstream.issuer, 'b-carol');
+  assert.equal(link?.person, carol.uuid);
+  assert.equal(link?.how, 'self-service');
+
+  // Another browser, no Kiwi ID session: signing in at B is now enough.
+  const other = pair.browser();
+  const { landed, verifier, state, nonce } = await signInWithB(other);
+  const tokens = await oidc.authorizationCodeGrant(rp, landed.url, { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce });
+  const claims = tokens.claims()!;
+  assert.equal(claims.sub, carol.uuid);
+  assert.deepEqual(claims.amr, ['fed', 'pwd']);
+  assert.deepEqual(claims.groups, ['staff@idm.kiwi.test', 'partners']);
+});
+
+test('self-service link needs a recent Kanidm sign-in in this browser and its form token', async () => {
+  const dave = pair.directory.add({ uuid: '00000000-0000-4000-8000-00000000da7e', name: 'dave' });
+  // No session at all.
+  const fresh = pair.browser();
+  const none = await fresh.go(LINK());
+  assert.match(none.text, /first sign in with Kanidm/);
+  assert.doesNotMatch(none.text, /name="csrf"/);
+
+  // A session whose Kanidm sign-in is older than the window.
+  pair.localLogin.user = { sub: dave.uuid, preferred_username: 'dave' };
+  const stale = pair.browser();
+  await signInWithKanidm(stale);
+  for (const s of await pair.local.store.list('Session')) {
+    if (s.payload.accountId === dave.uuid) await pair.local.store.upsert('Session', s.id, { ...s.payload, loginTs: Number(s.payload.loginTs) - 3600 }, 3600);
+  }
+  assert.match((await stale.go(LINK())).text, /first sign in with Kanidm/);
+
+  // A session that came from a federated sign-in is no proof of the Kanidm side.
+  pair.upstreamLogin.user = { sub: 'b-eve2' };
+  await pair.federation.links.link({ issuer: pair.upstream.issuer, idp: 'kiwi-b', upstream_sub: 'b-eve2', person: dave.uuid, how: 'admin' });
+  const fed = pair.browser();
+  const { landed } = await signInWithB(fed);
+  assert.equal(landed.url.origin + landed.url.pathname, SERVICE_CB);
+  assert.match((await fed.go(LINK())).text, /first sign in with Kanidm/);
+
+  // A recent Kanidm session, but a forged or reused form token.
+  const ok = pair.browser();
+  await signInWithKanidm(ok);
+  const form = linkForm(await ok.go(LINK()));
+  const forged = await ok.go(LINK(), { method: 'POST', form: { csrf: 'forged', idp: 'kiwi-b' } });
+  assert.equal(forged.status, 400);
+  // The token belongs to this session: another browser cannot use it.
+  const thief = pair.browser();
+  await signInWithKanidm(thief);
+  assert.equal((await thief.go(LINK(), { method: 'POST', form: { ...form, idp: 'kiwi-b' } })).status, 400);
+});
+
+test('self-service link to an identity already linked to someone else is refused', async () => {
+  const erin = pair.directory.add({ uuid: '00000000-0000-4000-8000-0000000e7117', name: 'erin' });
+  pair.localLogin.user = { sub: erin.uuid, preferred_username: 'erin' };
+  pair.upstreamLogin.user = { sub: 'b-eve2' }; // linked to dave above
+  const browser = pair.browser();
+  await signInWithKanidm(browser);
+  const page = await browser.go(LINK());
+  const res = await browser.go(LINK(), { method: 'POST', form: { ...linkForm(page), idp: 'kiwi-b' } });
+  assert.equal(res.status, 409);
+  assert.match(res.text, /already linked to another Kiwi ID account/);
+  assert.equal((await pair.federation.links.find(pair.upstream.issuer, 'b-eve2'))?.person, '00000000-0000-4000-8000-00000000da7e');
 });
