@@ -41,8 +41,8 @@ export class FixedDirectory implements PersonDirectory {
 }
 
 export interface FederationSetup {
-  /** Extra `[federation]` keys and extra `[[federation.upstream_idps]]` tables. */
-  federation?: Record<string, unknown>;
+  /** Extra `[federation]` keys (read when local starts) and extra `[[federation.upstream_idps]]` tables. */
+  federation?: (pair: FederatedPair) => Record<string, unknown>;
   idpB?: Record<string, unknown>;
   extraIdps?: (pair: FederatedPair) => Record<string, unknown>[];
 }
@@ -67,7 +67,7 @@ export class FederatedPair {
       extensions: (h) => {
         this.fedConfig = parseFederation({
           ca_file: this.upstream.tls.caPath,
-          ...this.setup.federation,
+          ...this.setup.federation?.(this),
           upstream_idps: [
             {
               id: 'kiwi-b',

@@ -92,7 +92,8 @@ class IssuerKeys {
   }
 }
 
-const invalid = (description: string) => new errors.InvalidGrant(description);
+/** invalid_grant that says which check failed (oidc-provider's default text is generic; these carry no secrets). */
+const invalid = (description: string) => Object.assign(new errors.InvalidGrant(description), { error_description: description });
 
 export class JwtBearerGrant {
   private readonly keys: IssuerKeys;
@@ -181,7 +182,7 @@ export class JwtBearerGrant {
     try {
       person = await this.d.directory.person(link.person);
     } catch (e) {
-      if (e instanceof DirectoryError) throw new errors.InvalidGrant('the account directory is unavailable');
+      if (e instanceof DirectoryError) throw invalid('the account directory is unavailable');
       throw e;
     }
     if (!person?.valid) throw invalid('the linked account cannot sign in');

@@ -82,7 +82,7 @@ function describe(e: unknown): string {
   let cur: unknown = e;
   for (let depth = 0; cur && depth < 4; depth++) {
     const x = cur as { code?: string; error?: string; error_description?: string; message?: string; claim?: string; reason?: string; header?: { alg?: unknown }; cause?: unknown };
-    if (x instanceof Error) {
+    if (cur instanceof Error) {
       parts.push([x.code, x.error, x.error_description ?? x.message].filter(Boolean).join(' '));
     } else if (typeof x === 'object') {
       if (x.claim) parts.push(`claim ${x.claim}`);
