@@ -4,11 +4,14 @@
 // extension; nothing is plugged in when `[federation]` configures nothing.
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import type { Dispatcher } from 'undici';
+import type { KiwiConfig } from '../config/config.js';
 import type { FederationConfig } from '../config/federation.js';
+import { readSecretFile } from '../files/secret-file.js';
 import type { IssuerExtension, IssuerExtensionFactory } from '../oidc/extension.js';
 import { PATHS } from '../oidc/paths.js';
 import type { StateStore } from '../state/store.js';
-import type { PersonDirectory } from './directory.js';
+import { DirectoryError, KanidmDirectory, type PersonDirectory } from './directory.js';
 import { JwtBearerGrant } from './jwt-bearer.js';
 import { LinkStore } from './links.js';
 import { federationMetrics } from './metrics.js';
@@ -62,4 +65,23 @@ export function createFederation(o: FederationOptions): Federation {
       await bearer.close();
     },
   };
+}
+
+/**
+ * The read-only Kanidm directory: Kanidm on loopback through `dispatcher`
+ * (its CA pinned), as the service account whose API token `kiwi-id init`
+ * writes to [federation] kanidm_token_file.
+ */
+export function kanidmDirectory(cfg: KiwiConfig, dispatcher: Dispatcher): PersonDirectory {
+  return new KanidmDirectory({
+    upstreamAddr: cfg.upstream_addr,
+    dispatcher,
+    token: () => {
+      try {
+        return readSecretFile(cfg.federation.kanidm_token_file).trim();
+      } catch (e) {
+        throw new DirectoryError(`cannot read the Kanidm reader token (${(e as Error).message}); run kiwi-id init`);
+      }
+    },
+  });
 }
