@@ -102,12 +102,26 @@ export interface KanidmDirectoryOptions {
 export class KanidmDirectory implements PersonDirectory {
   constructor(private readonly o: KanidmDirectoryOptions) {}
 
-  private async get(path: string): Promise<{ status: number; body: unknown }> {
+  private get(path: string): Promise<{ status: number; body: unknown }> {
+    return this.request(path);
+  }
+
+  private post(path: string, body: unknown): Promise<{ status: number; body: unknown }> {
+    return this.request(path, JSON.stringify(body));
+  }
+
+  private async request(path: string, payload?: string): Promise<{ status: number; body: unknown }> {
     let res;
     try {
       res = await undiciFetch(this.o.upstreamAddr + path, {
         dispatcher: this.o.dispatcher,
-        headers: { authorization: `Bearer ${this.o.token()}`, accept: 'application/json' },
+        method: payload === undefined ? 'GET' : 'POST',
+        headers: {
+          authorization: `Bearer ${this.o.token()}`,
+          accept: 'application/json',
+          ...(payload !== undefined && { 'content-type': 'application/json' }),
+        },
+        body: payload,
         signal: AbortSignal.timeout(15_000),
       });
     } catch (e) {
@@ -125,6 +139,7 @@ export class KanidmDirectory implements PersonDirectory {
 
   async person(id: string): Promise<Person | undefined> {
     const r = await this.get(`/scim/v1/Person/${encodeURIComponent(id)}?attributes=${ATTRS}`);
+    // Kanidm: 404 "nomatchingentries" for no such person (400 for an id it cannot parse).
     if (r.status === 404 || r.status === 400) return undefined;
     if (r.status === 401 || r.status === 403) throw new DirectoryError(`Kanidm refused the directory reader (HTTP ${r.status}); check [federation] kanidm_token_file`);
     if (r.status !== 200) throw new DirectoryError(`Kanidm answered HTTP ${r.status} for a person lookup`);
@@ -132,14 +147,19 @@ export class KanidmDirectory implements PersonDirectory {
   }
 
   async personsWithEmail(email: string): Promise<Person[]> {
-    const filter = `class eq "person" and mail eq ${JSON.stringify(email)}`;
-    const r = await this.get(`/scim/v1/Entry?attributes=${ATTRS}&filter=${encodeURIComponent(filter)}`);
-    if (r.status !== 200) throw new DirectoryError(`Kanidm answered HTTP ${r.status} for a mail search`);
-    const resources = ((r.body as { Resources?: ScimEntry[]; resources?: ScimEntry[] })?.Resources ??
-      (r.body as { resources?: ScimEntry[] })?.resources ?? []) as ScimEntry[];
+    // Kanidm's SCIM filter cannot match mail; its search API can (exactly, so the
+    // address is tried as given and lower-cased). Matches are then read like any person.
+    const uuids = new Set<string>();
+    for (const candidate of new Set([email, email.toLowerCase()])) {
+      const r = await this.post('/v1/raw/search', { filter: { and: [{ eq: ['class', 'person'] }, { eq: ['mail', candidate] }] } });
+      if (r.status !== 200) throw new DirectoryError(`Kanidm answered HTTP ${r.status} for a mail search`);
+      for (const e of (r.body as { entries?: Array<{ attrs?: { uuid?: string[] } }> })?.entries ?? []) {
+        const uuid = e.attrs?.uuid?.[0];
+        if (uuid) uuids.add(uuid);
+      }
+    }
     const wanted = email.toLowerCase();
-    return resources
-      .map((e) => personFromScim(e))
-      .filter((p): p is Person => !!p && p.mails.some((m) => m.toLowerCase() === wanted));
+    const persons = await Promise.all([...uuids].map((u) => this.person(u)));
+    return persons.filter((p): p is Person => !!p && p.mails.some((m) => m.toLowerCase() === wanted));
   }
 }
