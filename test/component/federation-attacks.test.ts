@@ -43,17 +43,24 @@ after(async () => {
 
 const isCallback = (u: URL) => u.pathname.startsWith('/oauth2/federation/');
 
-/** Starts at the service, picks `idp`, and holds the browser at the upstream's redirect back to Kiwi ID. */
-async function upToCallback(browser: WebBrowser, idp: string): Promise<URL> {
-  const url = oidc.buildAuthorizationUrl(rp, {
+async function serviceUrl(): Promise<URL> {
+  return oidc.buildAuthorizationUrl(rp, {
     redirect_uri: SERVICE_CB, scope: 'openid', state: oidc.randomState(),
     code_challenge: await oidc.calculatePKCECodeChallenge(oidc.randomPKCECodeVerifier()), code_challenge_method: 'S256',
   });
-  const step = await browser.go(url);
+}
+
+function choose(page: Page, value: string): URL {
+  const u = new URL(page.url);
+  u.searchParams.set('login', value);
+  return u;
+}
+
+/** Starts at the service, picks `idp`, and holds the browser at the upstream's redirect back to Kiwi ID. */
+async function upToCallback(browser: WebBrowser, idp: string): Promise<URL> {
+  const step = await browser.go(await serviceUrl());
   assert.equal(step.status, 200, 'at the sign-in step');
-  const choice = new URL(step.url);
-  choice.searchParams.set('login', idp);
-  const held = await browser.go(choice, { stopAt: isCallback });
+  const held = await browser.go(choose(step, idp), { stopAt: isCallback });
   assert.ok(isCallback(held.url), `held at the callback, not ${held.url.href}`);
   return held.url;
 }
@@ -88,14 +95,24 @@ test('replayed callback: the first use signs in, the replay is refused', async (
   assertNoCode(replay);
 });
 
-test('callback opened in another browser (login CSRF): refused there, and the state is spent', async () => {
+test('callback opened in another browser (login CSRF): refused there, nothing offered for linking, and the state is spent', async () => {
+  pair.upstreamLogin.user = { sub: 'b-mallory' };
   const attacker = pair.browser();
   const cb = await upToCallback(attacker, 'kiwi-b');
+  // The victim signed in with Kanidm a moment ago: a link to the attacker's upstream account must not be offered.
+  pair.directory.add({ uuid: '00000000-0000-4000-8000-0000000000c1', name: 'victim' });
+  pair.localLogin.user = { sub: '00000000-0000-4000-8000-0000000000c1', preferred_username: 'victim' };
   const victim = pair.browser();
+  const signedIn = await victim.go(choose(await victim.go(await serviceUrl()), 'kanidm'));
+  assert.equal(signedIn.url.origin + signedIn.url.pathname, SERVICE_CB);
   const page = await victim.go(cb);
   assert.equal(page.status, 400);
+  assert.doesNotMatch(page.text, /Link your account/);
   assertNoCode(page);
   assert.ok(pair.fedLog.some((l) => l.includes('did not start this sign-in')));
+  assert.equal(await pair.federation.links.find(pair.upstream.issuer, 'b-mallory'), undefined);
+  assert.equal((await attacker.go(cb)).status, 400, 'spent');
+  pair.upstreamLogin.user = { sub: 'b-eve', preferred_username: 'eve', email: 'eve@partner.test', email_verified: true };
 });
 
 const BAD_TOKENS: Array<[RogueMode, RegExp]> = [

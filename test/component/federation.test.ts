@@ -201,3 +201,41 @@ test('self-service link to an identity already linked to someone else is refused
   assert.match(res.text, /already linked to another Kiwi ID account/);
   assert.equal((await pair.federation.links.find(pair.upstream.issuer, 'b-eve2'))?.person, '00000000-0000-4000-8000-00000000da7e');
 });
+
+test('self-service link during a sign-in: a Kanidm sign-in moments before, the upstream next, then "Link and continue"', async () => {
+  const gina = pair.directory.add({ uuid: '00000000-0000-4000-8000-0000000091a0', name: 'gina' });
+  pair.localLogin.user = { sub: gina.uuid, preferred_username: 'gina' };
+  for (const answer of ['cancel', 'link']) {
+    pair.upstreamLogin.user = { sub: `b-gina-${answer}` };
+    const browser = pair.browser();
+    await signInWithKanidm(browser);
+    // The service asks for a fresh sign-in (prompt=login), so the sign-in step shows again.
+    const started = await startAtService(browser, { prompt: 'login' });
+    const offer = await browser.go(choose(started.page, 'kiwi-b'));
+    assert.equal(offer.status, 200, offer.text.slice(0, 300));
+    assert.match(offer.text, /Link your account\?/);
+    assert.match(offer.text, /signed in with Kanidm as <strong>gina<\/strong>/);
+    const token = /name="token" value="([^"]+)"/.exec(offer.text)![1]!;
+    const confirm = `${pair.local.issuer}/oauth2/federation/link/confirm`;
+    // The offer belongs to this browser's session: another one cannot take it.
+    const thief = pair.browser();
+    await signInWithKanidm(thief);
+    assert.equal((await thief.go(confirm, { method: 'POST', form: { token, answer: 'link' } })).status, 400);
+
+    const done = await browser.go(confirm, { method: 'POST', form: { token, answer } });
+    assert.equal(done.url.origin + done.url.pathname, SERVICE_CB);
+    const link = await pair.federation.links.find(pair.upstream.issuer, `b-gina-${answer}`);
+    if (answer === 'cancel') {
+      assert.equal(done.url.searchParams.get('error'), 'access_denied');
+      assert.equal(link, undefined);
+      continue;
+    }
+    assert.equal(link?.person, gina.uuid);
+    assert.equal(link?.how, 'self-service');
+    const tokens = await oidc.authorizationCodeGrant(rp, done.url, { pkceCodeVerifier: started.verifier, expectedState: started.state, expectedNonce: started.nonce });
+    assert.equal(tokens.claims()!.sub, gina.uuid);
+    assert.deepEqual(tokens.claims()!.amr, ['fed', 'pwd']);
+    // Used once.
+    assert.equal((await browser.go(confirm, { method: 'POST', form: { token, answer } })).status, 400);
+  }
+});

@@ -27,6 +27,17 @@ export function notLinkedPage(idpName: string, returnTo: string, linkPage: strin
   );
 }
 
+/** An unlinked upstream account came back to a browser just signed in with Kanidm: link the two? */
+export function confirmLinkPage(action: string, token: string, idpName: string, person: string): string {
+  return htmlPage(
+    'Link your account',
+    `<h1>Link your account?</h1><p>Your ${escapeHtml(idpName)} account is not linked yet. You signed in with Kanidm as ` +
+      `<strong>${escapeHtml(person)}</strong> a moment ago. Link the ${escapeHtml(idpName)} account to it? It will then sign you in as ${escapeHtml(person)}.</p>` +
+      `<form method="post" action="${escapeHtml(action)}"><input type="hidden" name="token" value="${escapeHtml(token)}">` +
+      '<button type="submit" name="answer" value="link">Link and continue</button><button type="submit" name="answer" value="cancel">Cancel</button></form>',
+  );
+}
+
 export function linkChoicePage(action: string, person: string, csrf: string, options: readonly ChoiceOption[]): string {
   const buttons = options
     .map((o) => `<p><button type="submit" name="idp" value="${escapeHtml(o.id)}">Link ${escapeHtml(o.label)}</button></p>`)

@@ -33,7 +33,7 @@ export async function ensureReaderAccount(o: ReaderAccountOptions): Promise<'cre
     const r = await execa(o.cli, [...args, '-D', 'idm_admin', '-o', 'json'], { env, extendEnv: false, reject: false, timeout: 60_000 });
     if (r.exitCode !== 0) {
       const why = r.exitCode === undefined ? r.message : String(r.stderr).split('\n').map((l) => l.replace(/\x1b\[[0-9;]*m/g, '')).filter((l) => /error/i.test(l)).slice(-1)[0] ?? `exit ${r.exitCode}`;
-      throw new Error(`kanidm ${args.slice(0, 3).join(' ')}: ${why.trim()}`);
+      throw new Error(`kanidm ${args.slice(0, 3).join(' ')}: ${(why ?? '').trim()}`);
     }
     return String(r.stdout).trim();
   };

@@ -23,15 +23,18 @@ import { DirectoryError, personClaims, type Person, type PersonDirectory } from 
 import { LinkConflictError, type FederatedLink, type LinkStore } from './links.js';
 import type { FederationMetrics, SignInResult } from './metrics.js';
 import {
-  choicePage, federationErrorPage, linkChoicePage, linkedPage, linkNeedsKanidmPage, notLinkedPage, type ChoiceOption,
+  choicePage, confirmLinkPage, federationErrorPage, linkChoicePage, linkedPage, linkNeedsKanidmPage, notLinkedPage, type ChoiceOption,
 } from './pages.js';
 import { UpstreamError, type UpstreamClient, type UpstreamIdentity } from './upstream-client.js';
 
 export const LINK_PAGE = '/oauth2/federation/link';
+/** Where the "link and continue" confirmation of an in-flow self-service link is posted. */
+export const LINK_CONFIRM = '/oauth2/federation/link/confirm';
 /** How recent the Kanidm sign-in behind a self-service link must be. */
 export const SELF_LINK_WINDOW_S = 600;
 const PENDING = 'FederationLogin';
 const LINK_CSRF = 'FederationLinkCsrf';
+const LINK_OFFER = 'FederationLinkOffer';
 const PENDING_TTL_S = 600;
 const KANIDM_CHOICE: ChoiceOption = { id: 'kanidm', label: 'Kanidm (password or passkey)' };
 
@@ -109,7 +112,7 @@ export class FederatedSignIn implements IssuerExtension {
   }
 
   matches(pathname: string): boolean {
-    return pathname === LINK_PAGE || this.callbacks.has(pathname);
+    return pathname === LINK_PAGE || pathname === LINK_CONFIRM || this.callbacks.has(pathname);
   }
 
   async handle(req: IncomingMessage, res: ServerResponse, pathname: string): Promise<void> {
@@ -118,6 +121,10 @@ export class FederatedSignIn implements IssuerExtension {
         if (req.method === 'GET') return await this.linkPage(req, res);
         if (req.method === 'POST') return await this.startLink(req, res);
         return sendErrorPage(req, res, 400, 'Use the Linked accounts page.');
+      }
+      if (pathname === LINK_CONFIRM) {
+        if (req.method === 'POST') return await this.confirmLink(req, res);
+        return sendErrorPage(req, res, 400, 'This sign-in could not be completed. Please start again from the service.');
       }
       const idp = this.callbacks.get(pathname)!;
       if (req.method !== 'GET') return sendErrorPage(req, res, 400, 'This sign-in could not be completed. Please start again from the service.');
@@ -236,6 +243,9 @@ export class FederatedSignIn implements IssuerExtension {
     let link = await this.d.links.find(identity.issuer, identity.sub);
     link ??= await this.linkByVerifiedEmail(idp, identity);
     if (!link) {
+      // Signed in with Kanidm in this browser moments ago: offer to link (proof of both sides).
+      const proof = await this.kanidmProof(req, res);
+      if (proof) return this.offerLink(idp, identity, uid, proof, res);
       this.fail(idp, 'not_linked', 'upstream identity is not linked', { upstream_sub: identity.sub });
       const returnTo = await storeInteractionResult(this.parts.provider, uid, {
         error: 'access_denied',
@@ -244,6 +254,18 @@ export class FederatedSignIn implements IssuerExtension {
       if (!returnTo) return sendErrorPage(req, res, 400, 'This sign-in has expired. Please start again from the service.');
       return html(res, 403, notLinkedPage(idp.display_name, returnTo, LINK_PAGE));
     }
+    return this.signInAs(idp, identity, link, uid, req, res);
+  }
+
+  /** The identity is linked: the interaction ends as the linked person, with the IdP's groups and amr "fed". */
+  private async signInAs(
+    idp: UpstreamIdp,
+    identity: Pick<UpstreamIdentity, 'amr' | 'acr'>,
+    link: FederatedLink,
+    uid: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): Promise<void> {
     let person: Person | undefined;
     try {
       person = await this.d.directory.person(link.person);
@@ -270,6 +292,46 @@ export class FederatedSignIn implements IssuerExtension {
     this.d.metrics.signIn(idp.id, 'success');
     this.d.log.info({ idp: idp.id, sub: person.uuid, link: link.id }, 'federated sign-in');
     res.writeHead(303, { location: returnTo, ...noStore }).end();
+  }
+
+  private async offerLink(idp: UpstreamIdp, identity: UpstreamIdentity, uid: string, proof: KanidmProof, res: ServerResponse): Promise<void> {
+    const token = randomBytes(24).toString('base64url');
+    await this.d.store.upsert(LINK_OFFER, token, {
+      idp: idp.id, issuer: identity.issuer, sub: identity.sub, uid, ...proof,
+      ...(identity.amr && { amr: [...identity.amr] }), ...(identity.acr && { acr: identity.acr }),
+    }, PENDING_TTL_S);
+    html(res, 200, confirmLinkPage(LINK_CONFIRM, token, idp.display_name, await this.personName(proof.person)));
+  }
+
+  /** "Link and continue" (or cancel) for an unlinked identity, in the browser whose Kanidm session was the proof. */
+  private async confirmLink(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const form = await readForm(req);
+    const token = form?.get('token') ?? '';
+    const rec = token ? await this.d.store.find(LINK_OFFER, token) : undefined;
+    const offer = rec?.payload as unknown as (KanidmProof & { idp: string; issuer: string; sub: string; uid: string; amr?: string[]; acr?: string }) | undefined;
+    const proof = await this.kanidmProof(req, res);
+    const idp = offer && this.d.config.upstream_idps.find((i) => i.id === offer.idp);
+    if (!offer || !idp || !proof || proof.sessionUid !== offer.sessionUid || proof.person !== offer.person ||
+        (await this.d.store.consumeOnce(LINK_OFFER, token)) !== 'consumed') {
+      return sendErrorPage(req, res, 400, 'This sign-in could not be completed. Please start again from the service.');
+    }
+    if (form?.get('answer') !== 'link') {
+      this.fail(idp, 'not_linked', 'the person declined to link', { upstream_sub: offer.sub });
+      const returnTo = await storeInteractionResult(this.parts.provider, offer.uid, { error: 'access_denied', error_description: 'the upstream account is not linked to a Kiwi ID account' });
+      if (!returnTo) return sendErrorPage(req, res, 400, 'This sign-in has expired. Please start again from the service.');
+      return void res.writeHead(303, { location: returnTo, ...noStore }).end();
+    }
+    let link: FederatedLink;
+    try {
+      ({ link } = await this.d.links.link({
+        issuer: offer.issuer, idp: idp.id, upstream_sub: offer.sub, person: offer.person, person_name: await this.personName(offer.person), how: 'self-service',
+      }));
+    } catch (err) {
+      if (!(err instanceof LinkConflictError)) throw err;
+      return html(res, 409, federationErrorPage(`This ${idp.display_name} account is already linked to another Kiwi ID account. Ask an administrator.`));
+    }
+    this.d.log.info({ idp: idp.id, person: link.person, link: link.id }, 'self-service link (during sign-in)');
+    return this.signInAs(idp, { amr: offer.amr, acr: offer.acr }, link, offer.uid, req, res);
   }
 
   /** Opt-in per IdP: only a verified email that exactly one Kanidm person has. */
