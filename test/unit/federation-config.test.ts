@@ -24,7 +24,7 @@ after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const BASE = [
   'listen_addr = "127.0.0.1:8443"', 'tls_cert = "tls.crt"', 'tls_key = "tls.key"',
-  'jwt_private_key = "jwt-private.pem"', 'jwt_public_key = "jwt-public.pem"', 'data_dir = "data"',
+  'jwt_private_key = "jwt-private.pem"', 'jwt_public_key = "jwt-public.pem"', 'data_dir = "data"', 'upstream_ca = "ca.pem"',
 ].join('\n');
 
 function write(text: string, mode = 0o600): string {

@@ -9,7 +9,6 @@ import type { UpstreamIdp } from '../config/federation.js';
 import { loadClientAssertionKey } from '../federation/client-key.js';
 import type { PersonDirectory } from '../federation/directory.js';
 import { kanidmDirectory } from '../federation/index.js';
-import { readServerToml } from '../upstream/files.js';
 import { undiciAgent, upstreamTls } from '../upstream/tls.js';
 import { LinkConflictError, LinkStore, type FederatedLink } from '../federation/links.js';
 import { SqliteStateStore } from '../state/store.js';
@@ -50,8 +49,7 @@ function table(links: readonly FederatedLink[]): string {
 }
 
 function localKanidm(cfg: KiwiConfig): PersonDirectory {
-  const ca = cfg.upstream_ca ?? readServerToml(cfg.upstream_config).tlsCa;
-  const agent = undiciAgent(upstreamTls(cfg.upstream_addr, ca));
+  const agent = undiciAgent(upstreamTls(cfg.upstream_addr, cfg.upstream_ca));
   const dir = kanidmDirectory(cfg, agent);
   // One lookup per command: the connection must not keep the process alive afterwards.
   return {
