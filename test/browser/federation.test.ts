@@ -55,7 +55,7 @@ test('sign in with the upstream\'s button: back at the service as the linked per
   await page.goto(`${service.url}/login`);
   await page.getByRole('button', { name: 'Partner Kiwi ID' }).click();
   await page.waitForURL(`${service.url}/`);
-  assert.equal(await result(page), 'Hello alice@idm.kiwi.test');
+  assert.equal(await result(page), 'Hello alice');
   assert.equal(await page.locator('#groups').textContent(), '["mail_users@idm.kiwi.test","partners"]');
 });
 
@@ -72,7 +72,7 @@ test('an unlinked upstream account: the page says so, and the service hears acce
 
 test('self-service link in the browser: Kanidm sign-in, then the upstream on the Linked accounts page', async () => {
   const carol = pair.directory.add({ uuid: '00000000-0000-4000-8000-0000000ca201', name: 'carol' });
-  pair.localLogin.user = { sub: carol.uuid, preferred_username: 'carol@idm.kiwi.test' };
+  pair.localLogin.user = { sub: carol.uuid, preferred_username: 'carol' };
   pair.upstreamLogin.user = { sub: 'b-carol' };
   const page = await newPage();
   await page.goto(`${service.url}/login`);
@@ -87,5 +87,5 @@ test('self-service link in the browser: Kanidm sign-in, then the upstream on the
   await other.goto(`${service.url}/login`);
   await other.getByRole('button', { name: 'Partner Kiwi ID' }).click();
   await other.waitForURL(`${service.url}/`);
-  assert.equal(await result(other), 'Hello carol@idm.kiwi.test');
+  assert.equal(await result(other), 'Hello carol');
 });

@@ -28,12 +28,16 @@ export interface PersonDirectory {
 
 export class DirectoryError extends Error {}
 
-/** The claims a token for `p` carries, shaped like Kanidm's OAuth2 claims for the same person. */
+/**
+ * The claims a token for `p` carries, shaped like Kanidm's OAuth2 claims for
+ * Kiwi ID's own client (short preferred_username, groups as UUIDs and SPNs),
+ * so a person looks the same however they signed in.
+ */
 export function personClaims(p: Person, extraGroups: readonly string[] = []): AccountClaims {
   const groups = [...new Set([...p.groups, ...extraGroups])];
   return {
     sub: p.uuid,
-    preferred_username: p.spn,
+    preferred_username: p.name,
     ...(p.displayname !== undefined && { name: p.displayname }),
     ...(p.mails[0] !== undefined && { email: p.mails[0], email_verified: true }),
     groups,
