@@ -210,9 +210,37 @@ test('an unlinked upstream identity: a clear page, and the service hears access_
   assert.equal(await at(page, 'result'), 'denied: access_denied');
 });
 
+test('attacks with real Kanidm A: its callback replayed, with a tampered state, or delivered to another IdP\'s callback (mix-up)', async () => {
+  // Browsers cannot hold a redirect (Playwright does not intercept them), so the genuine callback is used
+  // first; that a callback opened in another browser before its first use is refused is shown with a
+  // Kiwi ID upstream in test/component/federation-attacks.test.ts.
+  const page = await newPage();
+  const isCallback = (u: URL) => u.origin === local.base && u.pathname === '/oauth2/federation/kanidm-a/callback';
+  let seen: URL | undefined;
+  page.on('request', (r) => {
+    if (isCallback(new URL(r.url()))) seen = new URL(r.url());
+  });
+  await signInAt(page, 'Kanidm A', 'alice_a');
+  await page.waitForURL(`${service.url}/`);
+  assert.equal(await at(page, 'result'), 'Hello alice');
+  assert.ok(seen?.searchParams.get('code'));
+  const status = async (p: Page, url: URL) => (await p.goto(url.href))?.status();
+
+  assert.equal(await status(page, seen!), 400, 'replayed in the same browser');
+  assert.equal(await status(await newPage(), seen!), 400, 'replayed in another browser');
+  const tampered = new URL(seen!);
+  tampered.searchParams.set('state', 'x' + seen!.searchParams.get('state'));
+  assert.equal(await status(page, tampered), 400);
+  const mixup = new URL(seen!);
+  mixup.pathname = '/oauth2/federation/kanidm-c/callback';
+  assert.equal(await status(page, mixup), 400);
+  assert.match(await page.content(), /could not be completed/);
+});
+
 test('sign-ins are counted by IdP and result', async () => {
   const m = (await local.get('/metrics')).text;
   assert.match(m, /kiwi_federation_signins_total\{idp="kanidm-a",result="success"\} [3-9]/);
+  assert.match(m, /kiwi_federation_signins_total\{idp="kanidm-a",result="invalid_state"\} [3-9]/);
   assert.match(m, /kiwi_federation_signins_total\{idp="kanidm-c",result="success"\} 1/);
   assert.match(m, /kiwi_federation_signins_total\{idp="kanidm-a",result="not_linked"\} 1/);
 });
