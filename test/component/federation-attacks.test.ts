@@ -18,6 +18,9 @@ const pair = new FederatedPair({
   extraIdps: () => [{
     id: 'rogue', issuer: rogue.issuer, client_id: 'kiwi-fed', token_endpoint_auth_method: 'none', scopes: ['openid', 'email'],
     ca_file: rogue.tls.caPath, link_by_verified_email: true,
+  }, {
+    // Nothing listens there: an upstream that is down.
+    id: 'down', issuer: 'https://localhost:1', client_id: 'kiwi-fed', token_endpoint_auth_method: 'none', display_name: 'Down IdP',
   }],
 });
 const SERVICE_CB = 'https://mail.kiwi.test/callback';
@@ -191,6 +194,15 @@ test('an IdP without link_by_verified_email never links by email, even a verifie
   assert.equal(page.status, 403);
   assert.match(page.text, /Partner Kiwi ID account is not linked/);
   assert.equal(await pair.federation.links.find(pair.upstream.issuer, 'b-new'), undefined);
+});
+
+test('an upstream that cannot be reached: a 503 page naming it, nothing else happens', async () => {
+  const browser = pair.browser();
+  const step = await browser.go(await serviceUrl());
+  const page = await browser.go(choose(step, 'down'));
+  assert.equal(page.status, 503);
+  assert.match(page.text, /Down IdP cannot be reached right now/);
+  assert.match(await pair.metric('kiwi_federation_signins_total'), /idp="down",result="unavailable"} 1/);
 });
 
 test('sign-in results are counted per IdP', async () => {
