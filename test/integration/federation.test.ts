@@ -237,10 +237,23 @@ test('attacks with real Kanidm A: its callback replayed, with a tampered state, 
   assert.match(await page.content(), /could not be completed/);
 });
 
+test('a linked person whose Kanidm account has expired is refused: the service hears access_denied', async () => {
+  await localKanidm(['person', 'validity', 'expire-at', 'alice', 'epoch']);
+  try {
+    const page = await newPage();
+    await signInAt(page, 'Kanidm A', 'alice_a');
+    await page.waitForURL((u) => u.origin === service.url && u.pathname === '/callback');
+    assert.equal(await at(page, 'result'), 'denied: access_denied');
+  } finally {
+    await localKanidm(['person', 'validity', 'expire-at', 'alice', 'never']);
+  }
+});
+
 test('sign-ins are counted by IdP and result', async () => {
   const m = (await local.get('/metrics')).text;
   assert.match(m, /kiwi_federation_signins_total\{idp="kanidm-a",result="success"\} [3-9]/);
   assert.match(m, /kiwi_federation_signins_total\{idp="kanidm-a",result="invalid_state"\} [3-9]/);
   assert.match(m, /kiwi_federation_signins_total\{idp="kanidm-c",result="success"\} 1/);
   assert.match(m, /kiwi_federation_signins_total\{idp="kanidm-a",result="not_linked"\} 1/);
+  assert.match(m, /kiwi_federation_signins_total\{idp="kanidm-a",result="account_invalid"\} 1/);
 });
