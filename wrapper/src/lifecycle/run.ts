@@ -8,6 +8,7 @@ import type { KiwiConfig } from '../config/config.js';
 import { loadSigningKey } from '../crypto/keys.js';
 import { childLogger, createLogger } from '../telemetry/log.js';
 import { ClientsSource } from '../clients/clients-source.js';
+import { createFederation, kanidmDirectory } from '../federation/index.js';
 import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
 import { createIssuer, LOGIN_CALLBACK } from '../oidc/issuer.js';
 import { KanidmLogin } from '../oidc/login/kanidm.js';
@@ -58,6 +59,10 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
   } else {
     log.error({ file: secretFile }, 'Kanidm OAuth2 client secret missing: user sign-in is disabled until it exists (see README, first boot)');
   }
+  const federation = createFederation({
+    config: cfg.federation, issuer: cfg.issuer, store, directory: kanidmDirectory(cfg, dispatcher),
+    log: childLogger(log, 'federation'), registry: metrics.registry,
+  });
   const { route } = createIssuer({
     issuer: cfg.issuer,
     key,
@@ -68,9 +73,11 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     cookieKeys: loadOrCreateCookieKeys(join(cfg.data_dir, 'cookie-keys')),
     log: childLogger(log, 'issuer'),
     countEvent: (event) => metrics.oidcEvents.inc({ event }),
+    extensions: federation.extension && [federation.extension],
   });
   const close = async () => {
     clearInterval(sweeper);
+    await federation.close();
     await store.close();
   };
   return { route, close };
