@@ -64,6 +64,8 @@ export interface KiwiConfig {
   readonly max_body_size: number;
   readonly max_header_size: number;
   readonly tokens: TokenTtls;
+  /** Sign-in attempts per source address in any five minutes, in front of Kanidm (0: off). */
+  readonly auth_rate_limit: number;
   readonly clients: { readonly file: string };
   /** Kiwi ID's own OAuth2 client registration at Kanidm (how users log in). */
   readonly upstream_oauth2: {
@@ -85,7 +87,7 @@ const TOP_KEYS = [
   'listen_addr', 'issuer', 'tls_cert', 'tls_key', 'upstream_addr', 'upstream_bin', 'upstream_cli',
   'upstream_config', 'upstream_ca', 'upstream_db_path', 'compatibility_file', 'health_check_interval',
   'health_check_timeout', 'jwt_private_key', 'jwt_public_key', 'log_level', 'log_dir', 'data_dir',
-  'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'tokens', 'clients',
+  'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'auth_rate_limit', 'tokens', 'clients',
   'upstream_oauth2', 'federation',
 ] as const;
 
@@ -169,6 +171,15 @@ class Section extends TableReader {
     const bytes = this.convert(key, () => parseByteSize(v));
     if (bytes <= 0) throw this.error(key, 'must be greater than 0');
     return bytes;
+  }
+
+  /** A whole number >= 0. */
+  count(key: string, fallback: number): number {
+    const v = this.table[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+      throw this.error(key, `expected a whole number >= 0, got ${tomlType(v)} ${String(v)}`);
+    }
+    return v;
   }
 
   positiveInt(key: string, fallback: number): number {
@@ -338,6 +349,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     max_body_size: top.byteSize('max_body_size', '1MiB'),
     max_header_size: top.byteSize('max_header_size', '16KiB'),
     tokens,
+    auth_rate_limit: top.count('auth_rate_limit', 20),
     clients: Object.freeze({ file: clientsSec.path('file', path.join(data_dir, 'clients.toml')) }),
     upstream_oauth2: Object.freeze({
       client_id: upstreamOauth2Sec.string('client_id', 'kiwi-id'),

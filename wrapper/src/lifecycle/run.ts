@@ -12,6 +12,7 @@ import { createFederation, kanidmDirectory } from '../federation/index.js';
 import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
 import { createIssuer, LOGIN_CALLBACK } from '../oidc/issuer.js';
 import { KanidmLogin } from '../oidc/login/kanidm.js';
+import { AuthRateLimit } from '../server/auth-rate-limit.js';
 import { FrontDoor } from '../server/front-door.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { UpstreamProxy } from '../server/proxy.js';
@@ -118,6 +119,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     isHealthy: () => supervisor.healthy,
     log: childLogger(log, 'proxy'),
   });
+  const signInLimit = new AuthRateLimit({ limit: cfg.auth_rate_limit, log: childLogger(log, 'rate-limit') });
   const frontDoor = new FrontDoor({
     host: cfg.listen_host,
     port: cfg.listen_port,
@@ -130,6 +132,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     proxy,
     isReady: () => supervisor.healthy,
     routes: [issuer.route],
+    guards: [(req, res, pathname, id) => signInLimit.guard(req, res, pathname, id)],
   });
 
   let stopping: Promise<void> | null = null;
@@ -140,6 +143,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
       // Kanidm goes last so requests still in flight can finish against it.
       await supervisor.stop();
       proxy.close();
+      signInLimit.close();
       await issuer.close();
       log.info({ cut_requests: cut }, 'stopped');
     })());
