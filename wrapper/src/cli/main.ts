@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerClientCommands } from './client.js';
+import { registerFederationCommands } from './federation.js';
 import { registerKanidmCommands } from './kanidm.js';
 import { ClientsFileError, loadClients } from '../clients/clients-file.js';
 import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from '../config/config.js';
@@ -134,6 +135,7 @@ export function buildCli(): Command {
     });
 
   registerClientCommands(program, () => loadOrExit(configPath(program.opts().config)).clients.file);
+  registerFederationCommands(program, { config: () => loadOrExit(configPath(program.opts().config), { checkFiles: false }) });
   registerKanidmCommands(program, () => loadOrExit(configPath(program.opts().config)));
 
   return program;

@@ -9,9 +9,11 @@ import type { KiwiConfig } from '../config/config.js';
 import { loadSigningKey } from '../crypto/keys.js';
 import { childLogger, createLogger } from '../telemetry/log.js';
 import { ClientsSource } from '../clients/clients-source.js';
+import { createFederation, kanidmDirectory } from '../federation/index.js';
 import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
 import { createIssuer, LOGIN_CALLBACK } from '../oidc/issuer.js';
 import { KanidmLogin } from '../oidc/login/kanidm.js';
+import { AuthRateLimit } from '../server/auth-rate-limit.js';
 import { FrontDoor } from '../server/front-door.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { UpstreamProxy } from '../server/proxy.js';
@@ -65,10 +67,18 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
       clientSecret: readSecretFile(secretFile).trim(),
       redirectUri: cfg.issuer + LOGIN_CALLBACK,
       store,
+      domain: new URL(cfg.issuer).hostname,
+      grantTtlSeconds: Math.max(cfg.tokens.refresh_token_ttl, cfg.tokens.session_ttl),
+      freshForMs: cfg.upstream_oauth2.recheck_interval_ms,
+      log: childLogger(log, 'login'),
     });
   } else {
     log.error({ file: secretFile }, 'Kanidm OAuth2 client secret missing: user sign-in is disabled until it exists (see README, first boot)');
   }
+  const federation = createFederation({
+    config: cfg.federation, issuer: cfg.issuer, store, directory: kanidmDirectory(cfg, dispatcher),
+    log: childLogger(log, 'federation'), registry: metrics.registry,
+  });
   const { route } = createIssuer({
     issuer: cfg.issuer,
     key,
@@ -79,9 +89,11 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     cookieKeys: loadOrCreateCookieKeys(join(cfg.data_dir, 'cookie-keys')),
     log: childLogger(log, 'issuer'),
     countEvent: (event) => metrics.oidcEvents.inc({ event }),
+    extensions: federation.extension && [federation.extension],
   });
   const close = async () => {
     stopUpkeep();
+    await federation.close();
     await store.close();
   };
   return { route, close };
@@ -117,6 +129,7 @@ export async function serveListener(
     isHealthy: () => upstream.healthy,
     log: childLogger(log, 'proxy'),
   });
+  const signInLimit = new AuthRateLimit({ limit: cfg.auth_rate_limit, log: childLogger(log, 'rate-limit') });
   const frontDoor = new FrontDoor({
     host: cfg.listen_host,
     port: cfg.listen_port,
@@ -130,9 +143,11 @@ export async function serveListener(
     proxy,
     isReady: () => upstream.healthy,
     routes: [issuer.route],
+    guards: [(req, res, pathname, id) => signInLimit.guard(req, res, pathname, id)],
   });
   const close = async () => {
     proxy.close();
+    signInLimit.close();
     await pool.close();
     await dispatcher.close();
     await issuer.close();
@@ -148,6 +163,7 @@ export function createSupervisor(cfg: KiwiConfig, log: Logger, metrics: Metrics)
     upstreamAddr: cfg.upstream_addr,
     dispatcher: undiciAgent(upstreamTls(cfg.upstream_addr, cfg.upstream_ca)),
     compatibilityFile: cfg.compatibility_file,
+    pidFile: join(cfg.data_dir, 'upstream.pid'),
     intervalMs: cfg.health_check_interval_ms,
     timeoutMs: cfg.health_check_timeout_ms,
     log: childLogger(log, 'upstream'),
