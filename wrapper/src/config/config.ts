@@ -8,6 +8,7 @@ import { parse, TomlError } from 'smol-toml';
 import { parseByteSize, parseDuration } from './duration.js';
 import { isTable, TableReader, tomlType, type Table } from './toml-types.js';
 import { LOG_LEVELS, type LogLevel } from '../telemetry/log.js';
+import { CLUSTER_TOP_KEYS, parseClusterConfig, type ClusterConfig } from './cluster.js';
 
 export class ConfigError extends Error {
   readonly file: string;
@@ -65,6 +66,8 @@ export interface KiwiConfig {
   readonly clients: { readonly file: string };
   /** Kiwi ID's own OAuth2 client registration at Kanidm (how users log in). */
   readonly upstream_oauth2: { readonly client_id: string; readonly client_secret_file: string };
+  /** node_id, issuer_aliases, [gossip], [cluster] (config/cluster.ts). */
+  readonly cluster: ClusterConfig;
 }
 
 export interface ValidateOptions {
@@ -77,7 +80,7 @@ const TOP_KEYS = [
   'upstream_config', 'upstream_ca', 'upstream_db_path', 'compatibility_file', 'health_check_interval',
   'health_check_timeout', 'jwt_private_key', 'jwt_public_key', 'log_level', 'log_dir', 'data_dir',
   'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'tokens', 'clients',
-  'upstream_oauth2',
+  'upstream_oauth2', ...CLUSTER_TOP_KEYS,
 ] as const;
 
 const TOKEN_DEFAULTS: TokenTtls = {
@@ -322,6 +325,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
       client_id: upstreamOauth2Sec.string('client_id', 'kiwi-id'),
       client_secret_file: upstreamOauth2Sec.path('client_secret_file', path.join(data_dir, 'upstream-oauth2.secret')),
     }),
+    cluster: parseClusterConfig(raw, listen_host, parseListenAddr, (key, problem) => new ConfigError(file, key, problem)),
   };
 
   if (opts.checkFiles ?? true) {
