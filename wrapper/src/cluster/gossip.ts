@@ -37,6 +37,8 @@ export interface GossipOptions {
   metrics: ClusterMetrics;
   /** Dropped before merge when false (e.g. node entries of unlisted nodes). */
   accept: (from: string, item: DeltaItem) => boolean;
+  /** Runs before each round (e.g. publish a changed clients file). */
+  beforeRound?: () => void;
 }
 
 export interface PeerStatus {
@@ -89,6 +91,11 @@ export class Gossip {
 
   /** One round with every peer (in parallel); resolves when all exchanges ended. */
   async round(): Promise<void> {
+    try {
+      this.o.beforeRound?.();
+    } catch (e) {
+      this.o.log.error({ err_message: (e as Error).message }, 'before gossip round');
+    }
     await Promise.all(this.o.peers.map((url) => this.exchange(url)));
   }
 

@@ -97,6 +97,8 @@ export class ClusterNode {
       log: o.log,
       metrics: this.metrics,
       accept: (_from, item) => this.accept(item, allowed),
+      // A client added with `kiwi-id client add` spreads without waiting for a lookup here.
+      beforeRound: () => void this.clients?.all(),
     });
     const mode = c.cluster.distributed_mode;
     const forwarding = mode === 'forwarding' || mode === 'strict';
