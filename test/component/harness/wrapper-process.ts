@@ -21,6 +21,10 @@ export interface WrapperProcessOptions {
   upstreamPort?: number;
   /** Readiness check (default: GET /readyz from this process). */
   ready?: (w: WrapperProcess) => Promise<boolean>;
+  /** Lines appended to config.toml (e.g. node_id and the [gossip]/[cluster] tables). */
+  extraConfig?: readonly string[];
+  /** Runs after the files are written and before `kiwi-id run` starts (e.g. `cluster join`). */
+  beforeRun?: (w: WrapperProcess) => void | Promise<void>;
 }
 
 export class WrapperProcess {
@@ -79,10 +83,12 @@ export class WrapperProcess {
         'jwt_public_key = "jwt-public.pem"',
         'data_dir = "data"',
         'drain_timeout = "3s"',
+        ...(this.o.extraConfig ?? []),
       ].join('\n'),
     );
     this.base = `https://${publicHost}:${port}`;
     this.dispatcher = new Agent({ connect: { ca: fs.readFileSync(listener.caPath) } });
+    await this.o.beforeRun?.(this);
     const [cmd, ...args] = this.command;
     this.child = spawn(cmd!, [...args, '-c', this.config, 'run'], { stdio: ['ignore', 'pipe', 'pipe'], env: this.env });
     this.child.stdout!.on('data', (d) => this.out.push(String(d)));

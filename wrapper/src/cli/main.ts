@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerClientCommands } from './client.js';
+import { registerClusterCommands } from './cluster.js';
 import { ClientsFileError, loadClients } from '../clients/clients-file.js';
 import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from '../config/config.js';
 import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from '../lifecycle/first-boot.js';
@@ -160,6 +161,7 @@ export function buildCli(): Command {
     });
 
   registerClientCommands(program, () => loadOrExit(configPath(program.opts().config)).clients.file);
+  registerClusterCommands(program, (opts) => loadOrExit(configPath(program.opts().config), opts));
 
   return program;
 }

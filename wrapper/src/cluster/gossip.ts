@@ -126,13 +126,13 @@ export class Gossip {
       }
       const now = Date.now();
       this.lastContact.set(node, now);
-      db.putPeer({ ...db.peer(node), url, last_contact_at: now });
+      db.putPeer({ ...db.peer(node), url, last_contact_at: now, acked_seq: this.acked.get(node) ?? 0 });
       this.o.metrics.rounds.inc({ peer: node, result: 'ok' });
     } catch (err) {
       // Next contact sends everything again.
       this.acked.set(node, 0);
       const message = (err as Error).message;
-      db.putPeer({ ...db.peer(node), url, last_error: message.slice(0, 300), last_error_at: Date.now() });
+      db.putPeer({ ...db.peer(node), url, acked_seq: 0, last_error: message.slice(0, 300), last_error_at: Date.now() });
       this.o.metrics.rounds.inc({ peer: node, result: err instanceof EnvelopeRejected ? 'rejected' : 'error' });
       this.o.log.debug({ peer: node, err_message: message }, 'gossip exchange failed');
     } finally {

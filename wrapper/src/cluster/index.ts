@@ -3,11 +3,12 @@
 // when `[gossip] peers` names other nodes (lifecycle/run.ts).
 import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { ClusterConfig } from '../config/cluster.js';
-import type { TokenTtls } from '../config/config.js';
+import type { KiwiConfig, TokenTtls } from '../config/config.js';
 import type { SigningKey } from '../crypto/keys.js';
 import { ReplicatedClients } from './clients.js';
 import { EnvelopeRejected } from './envelope.js';
@@ -43,6 +44,9 @@ export interface ClusterNodeOptions {
   tokens: TokenTtls;
   log: Logger;
   registry: Registry;
+  /** Secrets every node must share, handed to a joining node with its certificate. */
+  cookieKeysFile?: string;
+  upstreamOauth2SecretFile?: string;
 }
 
 export interface ClusterStatus {
@@ -87,7 +91,8 @@ export class ClusterNode {
       onReject: (reason: string) => this.metrics.rejected.inc({ reason }),
     };
     this.server = new ClusterServer({ ...transport, host: c.gossip.listen_host, port: c.gossip.listen_port, log: o.log });
-    this.client = new ClusterClient(transport);
+    const host = c.gossip.listen_host;
+    this.client = new ClusterClient({ ...transport, localAddress: host === '0.0.0.0' || host === '::' ? undefined : host });
     const intervalMs = c.gossip.interval_secs * 1000;
     this.gossip = new Gossip({
       db: this.db,
@@ -225,7 +230,15 @@ export class ClusterNode {
     }
     const certificate = issueNodeCertificate(fs.readFileSync(caKeyFile, 'utf8'), this.identity.caPem, nodeId, req.public_key);
     this.o.log.info({ node_id: nodeId, fingerprint: new X509Certificate(certificate).fingerprint256 }, 'node joined the cluster');
-    return { certificate, ca: this.identity.caPem };
+    // Sessions must verify on every node (cookie keys), and after Kanidm replication refreshes
+    // the new node from this one, Kiwi ID's OAuth2 client at Kanidm is this node's.
+    const read = (f?: string) => (f && fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim() : undefined);
+    return {
+      certificate,
+      ca: this.identity.caPem,
+      cookie_keys: read(this.o.cookieKeysFile),
+      upstream_oauth2_secret: read(this.o.upstreamOauth2SecretFile),
+    };
   }
 
   status(): ClusterStatus {
@@ -248,6 +261,24 @@ export class ClusterNode {
     await this.client.close();
     this.db.close();
   }
+}
+
+/** `kiwi-id run`: the cluster node when `[gossip] peers` names other nodes, else null. */
+export async function startCluster(cfg: KiwiConfig, local: ReplicaTarget, key: SigningKey, log: Logger, registry: Registry): Promise<ClusterNode | null> {
+  if (!cfg.cluster.enabled) return null;
+  return ClusterNode.start({
+    config: cfg.cluster,
+    dataDir: cfg.data_dir,
+    issuer: cfg.issuer,
+    local,
+    key,
+    clientsFile: cfg.clients.file,
+    tokens: cfg.tokens,
+    log,
+    registry,
+    cookieKeysFile: path.join(cfg.data_dir, 'cookie-keys'),
+    upstreamOauth2SecretFile: cfg.upstream_oauth2.client_secret_file,
+  });
 }
 
 export function isRejection(e: unknown): e is EnvelopeRejected {

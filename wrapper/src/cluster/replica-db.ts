@@ -39,6 +39,8 @@ export interface PeerRow {
   url: string | null;
   recv_epoch: string | null;
   recv_seq: number;
+  /** Position of this node's log the peer has acknowledged (for lag). */
+  acked_seq: number;
   last_contact_at: number | null;
   last_error: string | null;
   last_error_at: number | null;
@@ -103,9 +105,9 @@ export class ReplicaDb {
       gcTombstones: db.prepare('DELETE FROM entries WHERE present = 0 AND removed_at IS NOT NULL AND removed_at < ?'),
       peer: db.prepare('SELECT * FROM peers WHERE node_id = ?'),
       peers: db.prepare('SELECT * FROM peers ORDER BY node_id'),
-      upsertPeer: db.prepare(`INSERT INTO peers (node_id, url, recv_epoch, recv_seq, last_contact_at, last_error, last_error_at)
-        VALUES (@node_id, @url, @recv_epoch, @recv_seq, @last_contact_at, @last_error, @last_error_at)
-        ON CONFLICT (node_id) DO UPDATE SET url = excluded.url, recv_epoch = excluded.recv_epoch, recv_seq = excluded.recv_seq,
+      upsertPeer: db.prepare(`INSERT INTO peers (node_id, url, recv_epoch, recv_seq, acked_seq, last_contact_at, last_error, last_error_at)
+        VALUES (@node_id, @url, @recv_epoch, @recv_seq, @acked_seq, @last_contact_at, @last_error, @last_error_at)
+        ON CONFLICT (node_id) DO UPDATE SET url = excluded.url, recv_epoch = excluded.recv_epoch, recv_seq = excluded.recv_seq, acked_seq = excluded.acked_seq,
           last_contact_at = excluded.last_contact_at, last_error = excluded.last_error, last_error_at = excluded.last_error_at`),
       count: db.prepare('SELECT kind, sum(present) AS present, count(*) AS total FROM entries GROUP BY kind'),
     };
@@ -252,7 +254,7 @@ export class ReplicaDb {
   peer(nodeId: string): PeerRow {
     return (
       (this.stmt.peer.get(nodeId) as PeerRow | undefined) ?? {
-        node_id: nodeId, url: null, recv_epoch: null, recv_seq: 0, last_contact_at: null, last_error: null, last_error_at: null,
+        node_id: nodeId, url: null, recv_epoch: null, recv_seq: 0, acked_seq: 0, last_contact_at: null, last_error: null, last_error_at: null,
       }
     );
   }
@@ -334,7 +336,7 @@ function migrate(db: Database.Database): void {
       CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires_at) WHERE expires_at IS NOT NULL;
       CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS peers (
-        node_id TEXT PRIMARY KEY, url TEXT, recv_epoch TEXT, recv_seq INTEGER NOT NULL DEFAULT 0,
+        node_id TEXT PRIMARY KEY, url TEXT, recv_epoch TEXT, recv_seq INTEGER NOT NULL DEFAULT 0, acked_seq INTEGER NOT NULL DEFAULT 0,
         last_contact_at INTEGER, last_error TEXT, last_error_at INTEGER
       );
     `);

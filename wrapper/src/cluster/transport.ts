@@ -12,6 +12,7 @@
 
 import { X509Certificate } from 'node:crypto';
 import https from 'node:https';
+import net from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -38,7 +39,15 @@ export interface JoinRequest {
   public_key: string;
   secret: string;
 }
-export type JoinHandler = (req: JoinRequest) => Promise<{ certificate: string; ca: string }>;
+export interface JoinReply {
+  certificate: string;
+  ca: string;
+  /** The cluster's cookie signing keys (one per line). */
+  cookie_keys?: string;
+  /** Kiwi ID's OAuth2 client secret at (the replicated) Kanidm. */
+  upstream_oauth2_secret?: string;
+}
+export type JoinHandler = (req: JoinRequest) => Promise<JoinReply>;
 
 export interface TransportOptions {
   identity: NodeIdentity;
@@ -200,10 +209,17 @@ export class ClusterClient {
   private readonly agent: Agent;
   private readonly sealer: Sealer;
 
-  constructor(private readonly o: Omit<TransportOptions, 'host' | 'port' | 'log'>) {
+  constructor(private readonly o: Omit<TransportOptions, 'host' | 'port' | 'log'> & { localAddress?: string }) {
     this.sealer = new Sealer(o.identity);
     this.agent = new Agent({
-      connect: { ca: o.identity.caPem, cert: o.identity.certPem, key: o.identity.keyPem, minVersion: 'TLSv1.2' },
+      connect: {
+        ca: o.identity.caPem,
+        cert: o.identity.certPem,
+        key: o.identity.keyPem,
+        minVersion: 'TLSv1.2',
+      },
+      // Calls leave from this node's cluster address, so peers and firewalls see who calls.
+      ...(o.localAddress && net.isIP(o.localAddress) ? { localAddress: o.localAddress } : {}),
       keepAliveTimeout: 10_000,
     });
   }
@@ -264,7 +280,7 @@ export class ClusterClient {
 }
 
 /** `kiwi-id cluster join`: asks the CA node for a certificate, pinning the CA from the token. */
-export async function requestJoin(url: string, caDer: Buffer, req: JoinRequest, timeoutMs = 15_000): Promise<{ certificate: string; ca: string }> {
+export async function requestJoin(url: string, caDer: Buffer, req: JoinRequest, timeoutMs = 15_000): Promise<JoinReply> {
   const caPem = new X509Certificate(caDer).toString();
   const agent = new Agent({ connect: { ca: caPem, minVersion: 'TLSv1.2' } });
   try {

@@ -16,6 +16,7 @@ import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { UpstreamProxy } from '../server/proxy.js';
 import { readSecretFile } from '../files/secret-file.js';
 import { SqliteStateStore } from '../state/store.js';
+import { startCluster } from '../cluster/index.js';
 import { readServerToml } from '../upstream/files.js';
 import { verifyPinned } from '../upstream/pin.js';
 import { Supervisor } from '../upstream/supervisor.js';
@@ -35,7 +36,10 @@ const SWEEP_INTERVAL_MS = 60_000;
 /** The OIDC issuer and what it needs: signing key, state store, clients, login at Kanidm. */
 async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher, metrics: Metrics) {
   const key = await loadSigningKey(cfg.jwt_private_key, cfg.jwt_public_key);
-  const store = new SqliteStateStore({ dataDir: cfg.data_dir });
+  const local = new SqliteStateStore({ dataDir: cfg.data_dir, nodeId: cfg.cluster.enabled ? cfg.cluster.node_id : undefined });
+  // With [gossip] peers this node is one of several serving as one IdP (cluster/).
+  const cluster = await startCluster(cfg, local, key, childLogger(log, 'cluster'), metrics.registry);
+  const store = cluster?.store ?? local;
   metrics.observeState(() => store.countLive());
   const sweeper = setInterval(() => {
     store.sweep().catch((err) => log.error({ err_message: (err as Error).message }, 'state sweep failed'));
@@ -55,19 +59,21 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
   } else {
     log.error({ file: secretFile }, 'Kanidm OAuth2 client secret missing: user sign-in is disabled until it exists (see README, first boot)');
   }
-  const { route } = createIssuer({
+  const { route, provider } = createIssuer({
     issuer: cfg.issuer,
     key,
     store,
-    clients: new ClientsSource(cfg.clients.file, childLogger(log, 'clients')),
+    clients: cluster?.clients ?? new ClientsSource(cfg.clients.file, childLogger(log, 'clients')),
     login,
     ttl: cfg.tokens,
     cookieKeys: loadOrCreateCookieKeys(join(cfg.data_dir, 'cookie-keys')),
     log: childLogger(log, 'issuer'),
     countEvent: (event) => metrics.oidcEvents.inc({ event }),
   });
+  cluster?.attachIssuer(provider);
   const close = async () => {
     clearInterval(sweeper);
+    await cluster?.close();
     await store.close();
   };
   return { route, close };
