@@ -12,6 +12,7 @@ import type { KiwiConfig, ValidateOptions } from '../config/config.js';
 import { clusterPaths, createClusterCa, createJoinToken, decodeJoinToken, issueNodeCertificate, newNodeKey, writeNodeIdentity } from '../cluster/pki.js';
 import { formatStatus, readStatus } from '../cluster/status.js';
 import { requestJoin } from '../cluster/transport.js';
+import { SUPPLIER_FILE } from '../cluster/index.js';
 import { parseDuration } from '../config/duration.js';
 
 function fail(code: number, message: string): never {
@@ -90,6 +91,8 @@ export function registerClusterCommands(program: Command, loadConfig: (opts?: Va
       try {
         const r = await requestJoin(token.url, token.caDer, { node_id: id, public_key: k.publicPem, secret: token.secret });
         writeNodeIdentity(p, k.privatePem, r.certificate, r.ca);
+        // Kanidm replication refreshes this node's Kanidm from the node it joined from.
+        replaceFileAtomic(path.join(p.dir, SUPPLIER_FILE), new URL(token.url).hostname + '\n', 0o600);
         // Shared secrets: session cookies verify on every node; with Kanidm replication this
         // node's Kanidm becomes a copy of the first node's, including Kiwi ID's OAuth2 client.
         if (r.cookie_keys) replaceFileAtomic(path.join(cfg.data_dir, 'cookie-keys'), r.cookie_keys + '\n', 0o600);

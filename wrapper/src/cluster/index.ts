@@ -19,6 +19,7 @@ import { Forwarder, consumeHandler } from './modes/forwarding.js';
 import { Quorum, voteHandler } from './modes/strict.js';
 import { clusterPaths, consumeJoinToken, issueNodeCertificate, loadNodeIdentity, type NodeIdentity } from './pki.js';
 import { ReplicaDb, type DeltaItem } from './replica-db.js';
+import { KanidmReplicationCoordinator, type KanidmControl, type KanidmReplicaInfo } from './kanidm-replication.js';
 import { ClusterStateStore, KIND, defineKinds, type ReplicaTarget } from './replicated-state.js';
 import { ClusterClient, ClusterServer, HttpError, PATHS, type JoinRequest } from './transport.js';
 
@@ -30,8 +31,8 @@ export interface NodeEntry {
   issuer: string;
   mode: string;
   started_at: number;
-  /** Kanidm replication: its origin and identity certificate (kanidm-replication.ts). */
-  kanidm?: { origin: string; certificate: string } | null;
+  /** Kanidm replication: its origin, identity certificate and partners (kanidm-replication.ts). */
+  kanidm?: KanidmReplicaInfo | null;
 }
 
 export interface ClusterNodeOptions {
@@ -60,6 +61,9 @@ export interface ClusterStatus {
   entries: Record<string, { present: number; total: number }>;
 }
 
+/** In <data_dir>/cluster: the node this one joined from (its Kanidm refreshes from there). */
+export const SUPPLIER_FILE = 'supplier';
+
 /** Clock drift tolerated in envelopes and timestamps (beyond it a peer's clock is refused). */
 export const MAX_DRIFT_MS = 60_000;
 
@@ -74,6 +78,7 @@ export class ClusterNode {
   private readonly client: ClusterClient;
   private listenAddr = '';
   private readonly providers: Provider[] = [];
+  private kanidm: KanidmReplicationCoordinator | null = null;
 
   private constructor(private readonly o: ClusterNodeOptions) {
     const c = o.config;
@@ -241,6 +246,32 @@ export class ClusterNode {
     };
   }
 
+  /**
+   * Coordinates Kanidm's own replication (`[cluster] kanidm_replication`); call once Kanidm is
+   * running. `serverToml` is Kanidm's config file, `control` runs its admin commands and restarts it.
+   */
+  async startKanidmReplication(serverToml: string, control: KanidmControl): Promise<void> {
+    const c = this.o.config;
+    if (!c.cluster.kanidm_replication) return;
+    const paths = clusterPaths(this.o.dataDir);
+    const supplierFile = path.join(paths.dir, SUPPLIER_FILE);
+    const supplier = fs.existsSync(supplierFile) ? fs.readFileSync(supplierFile, 'utf8').trim() || null : null;
+    const host = c.cluster.kanidm_replication_host.includes(':') ? `[${c.cluster.kanidm_replication_host}]` : c.cluster.kanidm_replication_host;
+    this.kanidm = new KanidmReplicationCoordinator({
+      serverToml,
+      nodeId: c.node_id,
+      origin: `repl://${c.node_id}:${c.cluster.kanidm_replication_port}`,
+      bindaddress: `${host}:${c.cluster.kanidm_replication_port}`,
+      supplier,
+      refreshedMarker: path.join(paths.dir, 'kanidm-refreshed'),
+      db: this.db,
+      publish: (kanidm) => this.publishNode({ kanidm }),
+      control,
+      log: this.o.log,
+    });
+    await this.kanidm.start();
+  }
+
   status(): ClusterStatus {
     this.metrics.livePeers.set(this.gossip.livePeers().length);
     return {
@@ -256,6 +287,7 @@ export class ClusterNode {
   }
 
   async close(): Promise<void> {
+    this.kanidm?.stop();
     await this.gossip.stop();
     await this.server.close();
     await this.client.close();

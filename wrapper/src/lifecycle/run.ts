@@ -17,6 +17,11 @@ import { UpstreamProxy } from '../server/proxy.js';
 import { readSecretFile } from '../files/secret-file.js';
 import { SqliteStateStore } from '../state/store.js';
 import { startCluster } from '../cluster/index.js';
+import type { KanidmControl } from '../cluster/kanidm-replication.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
 import { readServerToml } from '../upstream/files.js';
 import { verifyPinned } from '../upstream/pin.js';
 import { Supervisor } from '../upstream/supervisor.js';
@@ -76,7 +81,7 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     await cluster?.close();
     await store.close();
   };
-  return { route, close };
+  return { route, close, cluster };
 }
 
 export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
@@ -141,9 +146,37 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     })());
 
   await supervisor.start();
+  // Kiwi ID coordinates Kanidm's replication partners once Kanidm runs (in the background:
+  // partners appear as other nodes publish their certificates).
+  issuer.cluster?.startKanidmReplication(cfg.upstream_config, kanidmControl(cfg, supervisor)).catch((err) =>
+    log.error({ err_message: (err as Error).message }, 'Kanidm replication coordination failed'),
+  );
   const addr = await frontDoor.listen();
   log.info({ listen: `${addr.address}:${addr.port}`, issuer: cfg.issuer }, 'listening');
   return { log, metrics, supervisor, frontDoor, shutdown };
+}
+
+/** What the cluster's Kanidm replication coordinator may do to Kanidm: admin commands, restart. */
+function kanidmControl(cfg: KiwiConfig, supervisor: Supervisor): KanidmControl {
+  const admin = async (...args: string[]) => {
+    const { stdout, stderr } = await execFileAsync(cfg.upstream_bin, [...args, '-c', cfg.upstream_config], { maxBuffer: 1 << 20 });
+    return stdout + stderr;
+  };
+  return {
+    showCertificate: async () => {
+      await supervisor.waitHealthy();
+      return admin('show-replication-certificate');
+    },
+    refreshConsumer: async () => {
+      await supervisor.waitHealthy();
+      await admin('refresh-replication-consumer', '--i-want-to-refresh-this-servers-database');
+    },
+    restart: async () => {
+      await supervisor.stop();
+      await supervisor.start();
+      await supervisor.waitHealthy();
+    },
+  };
 }
 
 /** Process glue: signals and exit codes. */
