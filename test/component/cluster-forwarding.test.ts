@@ -99,3 +99,19 @@ test('while the issuing node is down its codes cannot be exchanged elsewhere (fa
   const r = await tokenRequest(1, { grant_type: 'authorization_code', code, redirect_uri: REDIRECT, code_verifier: verifier });
   assert.equal(r.status, 200, r.text);
 });
+
+test('a code or refresh token is usable on another node at once, before gossip brought it there', async () => {
+  const { code, verifier } = await codeFrom(0);
+  // No waiting: node 2 fetches the code (and its grant, session, account) from the peers.
+  const first = await tokenRequest(1, { grant_type: 'authorization_code', code, redirect_uri: REDIRECT, code_verifier: verifier });
+  assert.equal(first.status, 200, first.text);
+  let rt = JSON.parse(first.text).refresh_token as string;
+  // Rotate alternately on nodes 1, 2, 3: each token was issued a moment ago on another node.
+  for (let i = 0; i < 6; i++) {
+    const r = await tokenRequest(i % 3, { grant_type: 'refresh_token', refresh_token: rt });
+    assert.equal(r.status, 200, `rotation ${i} at node ${(i % 3) + 1}: ${r.text}`);
+    rt = JSON.parse(r.text).refresh_token;
+  }
+  const text = (await Promise.all(h.nodes.map((n) => n.metrics.registry.metrics()))).join('\n');
+  assert.match(text, /kiwi_cluster_forwarded_total\{op="lookup",result="found"\} [1-9]/);
+});

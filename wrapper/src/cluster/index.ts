@@ -15,7 +15,7 @@ import { EnvelopeRejected } from './envelope.js';
 import { Gossip, type PeerStatus } from './gossip.js';
 import { installProviderKeys, publishOwnKey, unionJwks } from './keys.js';
 import { createClusterMetrics, type ClusterMetrics } from './metrics.js';
-import { Forwarder, consumeHandler } from './modes/forwarding.js';
+import { Forwarder, consumeHandler, findHandler } from './modes/forwarding.js';
 import { Quorum, voteHandler } from './modes/strict.js';
 import { clusterPaths, consumeJoinToken, issueNodeCertificate, loadNodeIdentity, type NodeIdentity } from './pki.js';
 import { ReplicaDb, type DeltaItem } from './replica-db.js';
@@ -138,7 +138,10 @@ export class ClusterNode {
     });
     this.server.handle(PATHS.gossip, (env) => this.gossip.handle(env));
     // As in the reference: the internal endpoints do not exist in modes that do not use them.
-    if (forwarding) this.server.handle(PATHS.consume, consumeHandler(this.store));
+    if (forwarding) {
+      this.server.handle(PATHS.consume, consumeHandler(this.store));
+      this.server.handle(PATHS.find, findHandler(this.store));
+    }
     if (mode === 'strict') this.server.handle(PATHS.vote, voteHandler(this.db));
     if (fs.existsSync(paths.caKey)) this.server.handleJoin((req) => this.join(req, allowed, paths.caKey));
     this.clients = new ReplicatedClients(o.clientsFile, o.log, this.db);

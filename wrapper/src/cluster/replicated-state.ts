@@ -98,6 +98,11 @@ export interface Coordination {
   approve?(record: StateRecord): Promise<void>;
   /** True when `origin` is another node this one can forward to. */
   isPeer(origin: string): boolean;
+  /**
+   * Asks the peers for a record this node does not have yet (not yet gossiped here), with
+   * what redeeming it needs: its grant, session and account snapshot.
+   */
+  lookup?(model: string, id: string): Promise<StateValue[] | undefined>;
 }
 
 export interface ClusterStateStoreOptions {
@@ -166,8 +171,35 @@ export class ClusterStateStore implements StateStore {
     this.publish(rec);
   }
 
-  find(model: string, id: string): Promise<StateRecord | undefined> {
+  async find(model: string, id: string): Promise<StateRecord | undefined> {
+    const rec = await this.local.find(model, id);
+    if (rec || !this.forwarding || !QUORUM_MODELS.has(model) || !this.o.coordination?.lookup) return rec;
+    // A code or refresh token issued on another node moments ago (a load balancer sent the
+    // token request elsewhere): fetch it from the peers instead of waiting for gossip. Its
+    // consumption is then forwarded to its issuer as usual.
+    const bundle = await this.o.coordination.lookup(model, id);
+    const main = bundle?.[0];
+    if (!main || main.model !== model || main.id !== id) return undefined;
+    for (const v of bundle!) {
+      if (!v || typeof v.model !== 'string' || typeof v.id !== 'string' || !this.replicates(v.model)) continue;
+      if (this.isRevoked(v.payload?.grantId as string | undefined) || this.db.get(KIND.state, stateKey(v.model, v.id))?.d) continue;
+      if (v !== main && (await this.local.find(v.model, v.id))) continue; // ours is as new or newer
+      this.local.applyReplica(v);
+    }
     return this.local.find(model, id);
+  }
+
+  /** A peer's lookup: this node's copy of a record plus its grant, session and account. */
+  async lookupLocal(model: string, id: string): Promise<StateValue[] | undefined> {
+    const rec = await this.local.find(model, id);
+    if (!rec || this.isRevoked(rec.grantId)) return undefined;
+    const related: Array<StateRecord | undefined> = [];
+    const p = rec.payload;
+    if (typeof p.grantId === 'string') related.push(await this.local.find('Grant', p.grantId));
+    if (typeof p.sessionUid === 'string') related.push(await this.local.findByUid('Session', p.sessionUid));
+    if (typeof p.accountId === 'string') related.push(await this.local.find('Account', p.accountId));
+    const value = (r: StateRecord): StateValue => ({ model: r.model, id: r.id, payload: r.payload, expiresAt: r.expiresAt, consumedAt: r.consumedAt, origin: r.origin });
+    return [value(rec), ...related.filter((r): r is StateRecord => !!r).map(value)];
   }
 
   findByUid(model: string, uid: string): Promise<StateRecord | undefined> {

@@ -11,7 +11,7 @@ import { peerHost } from '../../config/cluster.js';
 import type { Envelope } from '../envelope.js';
 import { ClusterUnavailableError } from '../errors.js';
 import type { ClusterMetrics } from '../metrics.js';
-import type { ClusterStateStore, Coordination } from '../replicated-state.js';
+import { QUORUM_MODELS, type ClusterStateStore, type Coordination, type StateValue } from '../replicated-state.js';
 import { PATHS, type ClusterClient } from '../transport.js';
 import type { Quorum } from './strict.js';
 
@@ -58,8 +58,35 @@ export class Forwarder implements Coordination {
     }
   }
 
+  /** Asks every peer at once; the first that has the record answers. */
+  async lookup(model: string, id: string): Promise<StateValue[] | undefined> {
+    const asks = [...this.urls.values()].map((url) =>
+      this.client.call<{ records: StateValue[] | null }>(url, PATHS.find, { model, id } satisfies ConsumeRequest, this.timeoutMs).then((r) => {
+        if (!Array.isArray(r?.records) || r.records.length === 0) throw new Error('not there');
+        return r.records;
+      }),
+    );
+    try {
+      const found = await Promise.any(asks);
+      this.metrics.forwarded.inc({ op: 'lookup', result: 'found' });
+      return found;
+    } catch {
+      this.metrics.forwarded.inc({ op: 'lookup', result: 'not_found' });
+      return undefined;
+    }
+  }
+
   approve = async (rec: Parameters<NonNullable<Coordination['approve']>>[0]): Promise<void> => {
     if (this.quorum) await this.quorum.approve(rec);
+  };
+}
+
+/** A peer's side of a lookup: its copy of the record, if it has one. */
+export function findHandler(store: ClusterStateStore) {
+  return async (env: Envelope<ConsumeRequest>): Promise<{ records: StateValue[] | null }> => {
+    const { model, id } = env.body ?? ({} as ConsumeRequest);
+    if (typeof model !== 'string' || typeof id !== 'string' || !QUORUM_MODELS.has(model)) return { records: null };
+    return { records: (await store.lookupLocal(model, id)) ?? null };
   };
 }
 
