@@ -82,6 +82,22 @@ function isJws(x: unknown): x is FlattenedJWS {
   return !!o && typeof o === 'object' && typeof o.payload === 'string' && typeof o.signature === 'string' && typeof o.protected === 'string';
 }
 
+// Peers send the same few certificates over and over: remember which ones already verified
+// against the CA (until they expire) instead of checking the chain on every envelope.
+const verified = new Map<string, { cert: X509Certificate; node: string; validTo: number }>();
+const MAX_CACHED = 256;
+
+function verifiedCertificate(b64: string, ca: X509Certificate, now: number): { cert: X509Certificate; node: string } {
+  const key = `${ca.fingerprint256}|${b64}`;
+  const hit = verified.get(key);
+  if (hit && hit.validTo > now) return hit;
+  const cert = new X509Certificate(Buffer.from(b64, 'base64'));
+  const node = verifyNodeCertificate(cert, ca, now);
+  if (verified.size >= MAX_CACHED) verified.delete(verified.keys().next().value!);
+  verified.set(key, { cert, node, validTo: Date.parse(cert.validTo) });
+  return { cert, node };
+}
+
 /** Verifies and opens an envelope, or throws EnvelopeRejected. */
 export async function openEnvelope<B>(raw: unknown, o: OpenOptions): Promise<Envelope<B>> {
   if (!isJws(raw)) throw new EnvelopeRejected('malformed', 'not a flattened JWS');
@@ -97,8 +113,7 @@ export async function openEnvelope<B>(raw: unknown, o: OpenOptions): Promise<Env
   let cert: X509Certificate;
   let certNode: string;
   try {
-    cert = new X509Certificate(Buffer.from(header.x5c[0], 'base64'));
-    certNode = verifyNodeCertificate(cert, o.ca, (o.now ?? Date.now)());
+    ({ cert, node: certNode } = verifiedCertificate(header.x5c[0], o.ca, (o.now ?? Date.now)()));
   } catch (e) {
     throw new EnvelopeRejected('bad_certificate', (e as Error).message);
   }
