@@ -20,12 +20,11 @@ import { startCluster } from '../cluster/index.js';
 import type { KanidmControl } from '../cluster/kanidm-replication.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-
-const execFileAsync = promisify(execFile);
-import { readServerToml } from '../upstream/files.js';
 import { verifyPinned } from '../upstream/pin.js';
 import { Supervisor } from '../upstream/supervisor.js';
 import { proxyAgent, undiciAgent, upstreamTls } from '../upstream/tls.js';
+
+const execFileAsync = promisify(execFile);
 
 export interface Running {
   log: Logger;
@@ -90,8 +89,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
   // installed Kanidm is not the pinned one.
   await verifyPinned(cfg.upstream_bin, cfg.compatibility_file);
 
-  const caPath = cfg.upstream_ca ?? readServerToml(cfg.upstream_config).tlsCa;
-  const tls = upstreamTls(cfg.upstream_addr, caPath);
+  const tls = upstreamTls(cfg.upstream_addr, cfg.upstream_ca);
   const dispatcher = undiciAgent(tls);
   const metrics = createMetrics();
   const issuer = await issuerRoute(cfg, log, dispatcher, metrics);
