@@ -1,0 +1,147 @@
+// Three Kiwi ID nodes, each with its own real Kanidm 1.11.1, on loopback addresses
+// 127.R.S.10/.11/.12, made a cluster with the operator's commands (`cluster init`, `token`,
+// `join`). Kiwi ID coordinates Kanidm's replication: a person created with the CLI on node 1
+// is on node 3 without any manual step; a token minted on node 1 verifies with node 2's JWKS.
+// All nodes serve one issuer, https://id.kiwi.test:PORT (a test agent picks the node, as a
+// load balancer would).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomInt } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import tls from 'node:tls';
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import { Agent } from 'undici';
+import { KiwiNode } from './harness/kiwi-node.js';
+import { freePort } from '../e2e/net.js';
+
+const HOST = 'id.kiwi.test';
+const subnet = `127.${randomInt(1, 250)}.${randomInt(1, 250)}`;
+const ips = [10, 11, 12].map((x) => `${subnet}.${x}`);
+const nodes: KiwiNode[] = [];
+let port = 0;
+
+async function freePortOn(host: string): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, host, r));
+  const p = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return p;
+}
+
+/** An agent that sends every request for id.kiwi.test to node `i`. */
+function agentFor(i: number): Agent {
+  const ca = fs.readFileSync(nodes[i]!.caPath);
+  return new Agent({
+    connect: (_opts: any, cb: any) => {
+      const socket = tls.connect({ host: ips[i], port, servername: HOST, ca, ALPNProtocols: ['http/1.1'] });
+      socket.once('secureConnect', () => cb(null, socket));
+      socket.once('error', (e) => cb(e, null));
+      return socket;
+    },
+  });
+}
+
+function ok(r: { exitCode: number | undefined; stdout: string; stderr: string }, what: string): string {
+  assert.equal(r.exitCode, 0, `${what}: ${r.stderr}\n${r.stdout}`);
+  return r.stdout;
+}
+
+before(async () => {
+  port = await freePort();
+  const gossip = await Promise.all(ips.map(freePortOn));
+  const repl = await Promise.all(ips.map(freePortOn));
+  for (let i = 0; i < 3; i++) {
+    const n = new KiwiNode({
+      name: `cluster${i + 1}`,
+      listenHost: ips[i],
+      publicHost: HOST,
+      extraConfig: [`node_id = "${ips[i]}"`],
+      extraSections: [
+        '[gossip]',
+        `peers = [${ips.map((ip, j) => `"https://${ip}:${gossip[j]}"`).join(', ')}]`,
+        'interval_secs = 1',
+        `allowed_node_ids = [${ips.map((ip) => `"${ip}"`).join(', ')}]`,
+        '[cluster]',
+        'distributed_mode = "forwarding"',
+        `kanidm_replication_addr = "${ips[i]}:${repl[i]}"`,
+      ],
+    });
+    nodes.push(n);
+    await n.writeConfig();
+    // One public issuer for all nodes: the same port on each node's own address.
+    const text = fs.readFileSync(n.config, 'utf8')
+      .replace(/^listen_addr = .*$/m, `listen_addr = "${ips[i]}:${port}"`)
+      .replace(/^issuer = .*$/m, `issuer = "https://${HOST}:${port}"`);
+    fs.writeFileSync(n.config, text);
+    n.listenPort = port;
+    n.base = `https://${HOST}:${port}`;
+  }
+  for (const n of nodes) await n.init();
+  nodes.forEach((n, i) => (n.dispatcher = agentFor(i)));
+  ok(await nodes[0]!.kiwi(['cluster', 'init']), 'cluster init');
+  await nodes[0]!.start();
+  for (const i of [1, 2]) {
+    const token = ok(await nodes[0]!.kiwi(['cluster', 'token', ips[i]!]), 'cluster token').trim();
+    ok(await nodes[i]!.kiwi(['cluster', 'join', token]), 'cluster join');
+    await nodes[i]!.start();
+  }
+});
+
+after(async () => {
+  for (const n of nodes) await n.close();
+});
+
+test('Kanidm replication is configured by Kiwi ID: every node pairs with the two others, the joiners were refreshed', async () => {
+  for (const [i, n] of nodes.entries()) {
+    await n.until('partners configured', async () => {
+      const toml = fs.readFileSync(n.upstreamConfig, 'utf8');
+      return ips.filter((_, j) => j !== i).every((ip) => toml.includes(`[replication."repl://${ip}:`));
+    }, 240_000);
+  }
+  for (const n of nodes.slice(1)) assert.ok(fs.existsSync(path.join(n.root, 'data/cluster/kanidm-refreshed')));
+  const status = JSON.parse(ok(await nodes[2]!.kiwi(['cluster', 'status', '--json']), 'status'));
+  assert.ok(status.nodes.every((x: any) => x.kanidm_replication), JSON.stringify(status.nodes));
+});
+
+test('a person created with the CLI on node 1 is on node 3, and node 1\'s admin credential works there', async () => {
+  await nodes[0]!.loginIdmAdmin();
+  ok(await nodes[0]!.kanidm(['person', 'create', 'alice', 'Alice Example']), 'person create');
+  // Node 3's Kanidm is a replica of node 1's: the same idm_admin, the same persons.
+  const n3 = nodes[2]!;
+  await n3.until('idm_admin of node 1 logs in on node 3', async () =>
+    (await n3.kiwi(['kanidm', 'login', '-D', 'idm_admin'], { env: { KANIDM_PASSWORD: nodes[0]!.password('idm_admin') } })).exitCode === 0, 120_000);
+  await n3.until('alice replicated to node 3', async () => {
+    const r = await n3.kanidm(['person', 'get', 'alice']);
+    return r.exitCode === 0 && r.stdout.includes('Alice Example');
+  }, 120_000);
+});
+
+test('a token minted on node 1 verifies with node 2\'s JWKS', async () => {
+  const add = ok(await nodes[0]!.kiwi(['client', 'add', 'svc-backup', '--grant', 'client_credentials']), 'client add');
+  const secret = /client_secret: (\S+)/.exec(add)![1]!;
+  const r = await nodes[0]!.get('/oauth2/token', {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Basic ' + Buffer.from(`svc-backup:${secret}`).toString('base64') },
+    body: 'grant_type=client_credentials',
+  });
+  assert.equal(r.status, 200, r.text);
+  const token = JSON.parse(r.text).access_token as string;
+  await nodes[1]!.until('node 2 serves node 1\'s key', async () => JSON.parse((await nodes[1]!.get('/oauth2/keys')).text).keys.length === 3);
+  const jwks = JSON.parse((await nodes[1]!.get('/oauth2/keys')).text);
+  // An opaque access token is not a JWT; ask for a JWT one (RFC 8707 resource) if needed.
+  if (token.split('.').length !== 3) {
+    ok(await nodes[0]!.kiwi(['client', 'add', 'kiwi-mail', '--redirect-uri', 'https://mail.kiwi.test/cb']), 'client add kiwi-mail');
+    await nodes[0]!.until('resource known', async () => true);
+    const j = await nodes[0]!.get('/oauth2/token', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Basic ' + Buffer.from(`svc-backup:${secret}`).toString('base64') },
+      body: 'grant_type=client_credentials&resource=https%3A%2F%2Fmail.kiwi.test',
+    });
+    assert.equal(j.status, 200, j.text);
+    const jwt = JSON.parse(j.text).access_token as string;
+    const { payload } = await jwtVerify(jwt, createLocalJWKSet(jwks), { issuer: `https://${HOST}:${port}`, audience: 'https://mail.kiwi.test' });
+    assert.equal(payload.client_id, 'svc-backup');
+  }
+});
