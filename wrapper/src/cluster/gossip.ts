@@ -110,7 +110,7 @@ export class Gossip {
     try {
       for (let page = 0; page < MAX_PAGES_PER_ROUND; page++) {
         const from = this.acked.get(node) ?? 0;
-        const push = db.since(from, this.pageSize);
+        const push = db.since(from, this.pageSize, node);
         const known = db.peer(node);
         const req: GossipRequest = {
           epoch: db.epoch,
@@ -136,7 +136,7 @@ export class Gossip {
       this.o.metrics.rounds.inc({ peer: node, result: err instanceof EnvelopeRejected ? 'rejected' : 'error' });
       this.o.log.debug({ peer: node, err_message: message }, 'gossip exchange failed');
     } finally {
-      const lag = db.lagSince(this.acked.get(node) ?? 0);
+      const lag = db.lagSince(this.acked.get(node) ?? 0, node);
       this.o.metrics.lagSeconds.set({ peer: node }, lag.seconds);
       this.o.metrics.lagEntries.set({ peer: node }, lag.entries);
     }
@@ -155,7 +155,7 @@ export class Gossip {
     db.mergeRemote(env.from, req.push.items, (item) => this.o.accept(env.from, item), gapFree ? { epoch: req.epoch, seq: req.push.upto } : undefined);
     this.o.metrics.mergedEntries.inc({ peer: env.from }, req.push.items.length);
     const since = req.pull.epoch === db.epoch ? req.pull.since : 0;
-    const page = db.since(since, this.pageSize);
+    const page = db.since(since, this.pageSize, env.from);
     this.lastContact.set(env.from, Date.now());
     return { epoch: db.epoch, ack: gapFree ? req.push.upto : null, pull: page };
   }
@@ -171,7 +171,7 @@ export class Gossip {
     return this.o.peers.map((url) => {
       const node = peerHost(url);
       const row = this.o.db.peer(node);
-      const lag = this.o.db.lagSince(this.acked.get(node) ?? 0);
+      const lag = this.o.db.lagSince(this.acked.get(node) ?? 0, node);
       return {
         node_id: node,
         url,

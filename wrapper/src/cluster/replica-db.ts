@@ -93,13 +93,14 @@ export class ReplicaDb {
     this.db = db;
     this.stmt = {
       get: db.prepare('SELECT kind, key, state, seq FROM entries WHERE kind = ? AND key = ?'),
-      put: db.prepare(`INSERT INTO entries (kind, key, state, seq, present, removed_at, expires_at, changed_at)
-        VALUES (@kind, @key, @state, @seq, @present, @removed_at, @expires_at, @changed_at)
+      put: db.prepare(`INSERT INTO entries (kind, key, state, seq, present, removed_at, expires_at, changed_at, source)
+        VALUES (@kind, @key, @state, @seq, @present, @removed_at, @expires_at, @changed_at, @source)
         ON CONFLICT (kind, key) DO UPDATE SET state = excluded.state, seq = excluded.seq, present = excluded.present,
-          removed_at = excluded.removed_at, expires_at = excluded.expires_at, changed_at = excluded.changed_at`),
+          removed_at = excluded.removed_at, expires_at = excluded.expires_at, changed_at = excluded.changed_at, source = excluded.source`),
       list: db.prepare('SELECT kind, key, state, seq FROM entries WHERE kind = ? ORDER BY key'),
-      since: db.prepare('SELECT kind, key, state, seq FROM entries WHERE seq > ? ORDER BY seq LIMIT ?'),
-      oldestSince: db.prepare('SELECT min(changed_at) AS t, count(*) AS n FROM entries WHERE seq > ?'),
+      // Rows whose last change came from the peer itself are not sent back to it: it has them.
+      since: db.prepare("SELECT kind, key, state, seq FROM entries WHERE seq > ? AND source IS NOT ? ORDER BY seq LIMIT ?"),
+      oldestSince: db.prepare('SELECT min(changed_at) AS t, count(*) AS n FROM entries WHERE seq > ? AND source IS NOT ?'),
       meta: db.prepare('SELECT value FROM meta WHERE name = ?'),
       setMeta: db.prepare('INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value'),
       gcExpired: db.prepare('DELETE FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?'),
@@ -189,7 +190,7 @@ export class ReplicaDb {
     const change = this.db.transaction(() => {
       const before = this.get(kind, key) ?? (EMPTY as KeyState<unknown>);
       const after = update(before);
-      this.store(kind, key, after);
+      this.store(kind, key, after, null);
       this.stmt.setMeta.run('hlc', this.clock.last);
       return this.describe(kind, key, after, false);
     }).immediate();
@@ -223,10 +224,16 @@ export class ReplicaDb {
         const v = valueOf(after, p);
         const exp = v !== undefined ? p.expiresAt?.(v) : undefined;
         if (!before && exp != null && exp <= this.now()) continue;
-        this.store(item.kind, item.key, after);
+        // Remember who sent it only when we now hold exactly their state (nothing of ours added).
+        this.store(item.kind, item.key, after, canonical(after) === canonical(state) ? from : null);
         out.push(this.describe(item.kind, item.key, after, true));
       }
-      if (watermark) this.putPeer({ ...this.peer(from), recv_epoch: watermark.epoch, recv_seq: watermark.seq });
+      if (watermark) {
+        const p = this.peer(from);
+        // Pushes and pulls of the same log can interleave: never move backwards in it.
+        const seq = p.recv_epoch === watermark.epoch ? Math.max(p.recv_seq, watermark.seq) : watermark.seq;
+        this.putPeer({ ...p, recv_epoch: watermark.epoch, recv_seq: seq });
+      }
       this.stmt.setMeta.run('hlc', this.clock.last);
       return out;
     }).immediate();
@@ -235,8 +242,8 @@ export class ReplicaDb {
   }
 
   /** Rows changed after local sequence number `seq`, oldest first, at most `limit`. */
-  since(seq: number, limit: number): { items: DeltaItem[]; upto: number; more: boolean } {
-    const rows = this.stmt.since.all(seq, limit + 1) as Row[];
+  since(seq: number, limit: number, forPeer = ''): { items: DeltaItem[]; upto: number; more: boolean } {
+    const rows = this.stmt.since.all(seq, forPeer, limit + 1) as Row[];
     const more = rows.length > limit;
     const page = more ? rows.slice(0, limit) : rows;
     return {
@@ -247,8 +254,8 @@ export class ReplicaDb {
   }
 
   /** What a peer that has acknowledged `seq` still lacks: rows and the age of the oldest change. */
-  lagSince(seq: number): { entries: number; seconds: number } {
-    const r = this.stmt.oldestSince.get(seq) as { t: number | null; n: number };
+  lagSince(seq: number, peer = ''): { entries: number; seconds: number } {
+    const r = this.stmt.oldestSince.get(seq, peer) as { t: number | null; n: number };
     return { entries: r.n, seconds: r.t === null ? 0 : Math.max(0, (this.now() - r.t) / 1000) };
   }
 
@@ -288,7 +295,7 @@ export class ReplicaDb {
     if (this.db.open) this.db.close();
   }
 
-  private store(kind: string, key: string, state: KeyState<unknown>): void {
+  private store(kind: string, key: string, state: KeyState<unknown>, source: string | null): void {
     const p = this.policy(kind);
     const present = isPresent(state, p);
     const v = present ? valueOf(state, p) : undefined;
@@ -302,6 +309,7 @@ export class ReplicaDb {
       removed_at: state.d ? hlcWall(state.d) : null,
       expires_at: v !== undefined ? (p.expiresAt?.(v) ?? null) : null,
       changed_at: this.now(),
+      source,
     });
     this.stmt.setMeta.run('seq', String(this.seq));
   }
@@ -331,6 +339,7 @@ function migrate(db: Database.Database): void {
         removed_at INTEGER,
         expires_at INTEGER,
         changed_at INTEGER NOT NULL,
+        source     TEXT,
         PRIMARY KEY (kind, key)
       );
       CREATE INDEX IF NOT EXISTS entries_seq ON entries (seq);

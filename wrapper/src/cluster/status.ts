@@ -41,7 +41,7 @@ export function readStatus(cfg: KiwiConfig, now = Date.now()): StatusReport {
       })),
       peers: c.gossip.peers.map((url) => {
         const row = db.peer(peerHost(url));
-        const lag = db.lagSince(row.acked_seq);
+        const lag = db.lagSince(row.acked_seq, row.node_id);
         return {
           node_id: row.node_id,
           url,
