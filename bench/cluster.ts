@@ -41,7 +41,11 @@ async function convergence(intervalSecs: number): Promise<number> {
       600_000,
     );
     const total = (Date.now() - t0) / 1000;
-    console.log(`  interval_secs=${intervalSecs}: written in ${(written / 1000).toFixed(1)} s, on all 3 nodes after ${total.toFixed(1)} s = ${(total / intervalSecs).toFixed(1)} intervals`);
+    const after = total - written / 1000;
+    const text = (await Promise.all(h.nodes.map((n) => n.metrics.registry.metrics()))).join('\n');
+    const failed = [...text.matchAll(/kiwi_gossip_rounds_total\{peer="[^"]+",result="(error|rejected)"\} (\d+)/g)].reduce((a, m) => a + Number(m[2]), 0);
+    if (process.env.BENCH_DEBUG) for (const n of h.nodes) for (const l of n.logLines) if (/gossip exchange failed/.test(l)) console.log(l.slice(0, 400));
+    console.log(`  interval_secs=${intervalSecs}: written in ${(written / 1000).toFixed(1)} s; on all 3 nodes ${total.toFixed(1)} s after the first write, ${after.toFixed(1)} s (${(after / intervalSecs).toFixed(1)} intervals) after the last; failed exchanges: ${failed}`);
     return total;
   } finally {
     await h.close();

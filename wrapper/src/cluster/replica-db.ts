@@ -191,6 +191,7 @@ export class ReplicaDb {
       const before = this.get(kind, key) ?? (EMPTY as KeyState<unknown>);
       const after = update(before);
       this.store(kind, key, after, null);
+      this.stmt.setMeta.run('seq', String(this.seq));
       this.stmt.setMeta.run('hlc', this.clock.last);
       return this.describe(kind, key, after, false);
     }).immediate();
@@ -218,16 +219,18 @@ export class ReplicaDb {
         for (const wr of Object.values(state.w)) this.clock.receive(wr.t);
         const before = this.get(item.kind, item.key);
         const after = before ? merge(before, state) : state;
-        if (before && canonical(before) === canonical(after)) continue;
+        const afterText = canonical(after);
+        if (before && canonical(before) === afterText) continue;
         // Already dead everywhere: do not store or relay it.
         const p = this.policy(item.kind);
         const v = valueOf(after, p);
         const exp = v !== undefined ? p.expiresAt?.(v) : undefined;
         if (!before && exp != null && exp <= this.now()) continue;
         // Remember who sent it only when we now hold exactly their state (nothing of ours added).
-        this.store(item.kind, item.key, after, canonical(after) === canonical(state) ? from : null);
+        this.store(item.kind, item.key, after, afterText === canonical(state) ? from : null);
         out.push(this.describe(item.kind, item.key, after, true));
       }
+      this.stmt.setMeta.run('seq', String(this.seq));
       if (watermark) {
         const p = this.peer(from);
         // Pushes and pulls of the same log can interleave: never move backwards in it.
@@ -311,7 +314,6 @@ export class ReplicaDb {
       changed_at: this.now(),
       source,
     });
-    this.stmt.setMeta.run('seq', String(this.seq));
   }
 
   private describe(kind: string, key: string, state: KeyState<unknown>, remote: boolean): Change {
