@@ -13,7 +13,11 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import { Agent } from 'undici';
-import { KiwiNode } from './harness/kiwi-node.js';
+import * as oidc from 'openid-client';
+import { fetch as undiciFetch } from 'undici';
+import { HttpBrowser, type Step } from './harness/http-browser.js';
+import { KiwiNode, UPSTREAM_PREFIX } from './harness/kiwi-node.js';
+import { recoverAccount } from '../../wrapper/src/upstream/kanidmd-tasks.js';
 import { freePort } from '../e2e/net.js';
 
 const HOST = 'id.kiwi.test';
@@ -144,4 +148,52 @@ test('a token minted on node 1 verifies with node 2\'s JWKS', async () => {
     const { payload } = await jwtVerify(jwt, createLocalJWKSet(jwks), { issuer: `https://${HOST}:${port}`, audience: 'https://mail.kiwi.test' });
     assert.equal(payload.client_id, 'svc-backup');
   }
+});
+
+/** The first form of a Kanidm page: its action and fields (hidden inputs keep their values). */
+function firstForm(html: string): { action: string; fields: Record<string, string> } | undefined {
+  const m = /<form[^>]*action="([^"]+)"[^>]*>([\s\S]*?)<\/form>/i.exec(html);
+  if (!m) return undefined;
+  const fields: Record<string, string> = {};
+  for (const input of m[2]!.matchAll(/<(?:input|button)\b[^>]*>/gi)) {
+    const name = /name="([^"]*)"/.exec(input[0])?.[1];
+    if (!name) continue;
+    if (/type="checkbox"/i.test(input[0]) && !/checked/i.test(input[0])) continue;
+    fields[name] = (/value="([^"]*)"/.exec(input[0])?.[1] ?? '').replace(/&#x2f;/gi, '/').replace(/&amp;/g, '&').replace(/&quot;/g, '"');
+  }
+  return { action: m[1]!.replace(/&amp;/g, '&'), fields };
+}
+
+test('a person created with the CLI on node 1 signs in through node 3 (Kanidm login on node 3, replicated credential)', async () => {
+  const n1 = nodes[0]!;
+  const n3 = nodes[2]!;
+  // An initial password for alice, set on node 1 (online account recovery through its admin socket).
+  const password = await recoverAccount(path.join(UPSTREAM_PREFIX, 'bin/kanidmd'), n1.upstreamConfig, 'alice');
+  // A public service registered on node 1; every node learns it by gossip.
+  ok(await n1.kiwi(['client', 'add', 'kiwi-notes', '--redirect-uri', 'https://notes.kiwi.test/cb', '--public']), 'client add');
+  const base = `https://${HOST}:${port}`;
+  const config = await oidc.discovery(new URL(base), 'kiwi-notes', undefined, oidc.None(), {
+    [oidc.customFetch]: (url: string, init: object) => undiciFetch(url, { ...init, dispatcher: n3.dispatcher }) as unknown as Promise<Response>,
+  } as oidc.DiscoveryRequestOptions);
+  const verifier = oidc.randomPKCECodeVerifier();
+  const authUrl = oidc.buildAuthorizationUrl(config, { scope: 'openid profile', redirect_uri: 'https://notes.kiwi.test/cb', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', state: 'st', nonce: 'nn' });
+
+  let landed: URL | undefined;
+  await n3.until('alice signs in on node 3', async () => {
+    const browser = new HttpBrowser(n3.dispatcher!, [base]);
+    let step: Step = await browser.go(authUrl);
+    for (let i = 0; i < 8 && step.status !== 0; i++) {
+      const form = firstForm(step.text);
+      if (!form) return false;
+      if ('username' in form.fields) form.fields.username = 'alice';
+      if ('password' in form.fields) form.fields.password = password;
+      step = await browser.go(new URL(form.action, step.url), { form: form.fields });
+    }
+    if (step.status === 0 && step.url.origin === 'https://notes.kiwi.test') landed = step.url;
+    return !!landed?.searchParams.get('code');
+  }, 180_000);
+  const tokens = await oidc.authorizationCodeGrant(config, landed!, { pkceCodeVerifier: verifier, expectedState: 'st', expectedNonce: 'nn' });
+  const claims = tokens.claims()!;
+  assert.equal(claims.preferred_username, 'alice');
+  assert.equal(claims.iss, base);
 });

@@ -13,6 +13,7 @@ import { clusterPaths, createClusterCa, createJoinToken, decodeJoinToken, issueN
 import { formatStatus, readStatus } from '../cluster/status.js';
 import { requestJoin } from '../cluster/transport.js';
 import { SUPPLIER_FILE } from '../cluster/index.js';
+import { adminPasswordFile } from '../lifecycle/first-boot.js';
 import { parseDuration } from '../config/duration.js';
 
 function fail(code: number, message: string): never {
@@ -96,9 +97,15 @@ export function registerClusterCommands(program: Command, loadConfig: (opts?: Va
         // Shared secrets: session cookies verify on every node; with Kanidm replication this
         // node's Kanidm becomes a copy of the first node's, including Kiwi ID's OAuth2 client.
         if (r.cookie_keys) replaceFileAtomic(path.join(cfg.data_dir, 'cookie-keys'), r.cookie_keys + '\n', 0o600);
-        if (r.upstream_oauth2_secret && cfg.cluster.cluster.kanidm_replication) {
-          fs.mkdirSync(path.dirname(cfg.upstream_oauth2.client_secret_file), { recursive: true });
-          replaceFileAtomic(cfg.upstream_oauth2.client_secret_file, r.upstream_oauth2_secret + '\n', 0o600);
+        if (cfg.cluster.cluster.kanidm_replication) {
+          if (r.upstream_oauth2_secret) {
+            fs.mkdirSync(path.dirname(cfg.upstream_oauth2.client_secret_file), { recursive: true });
+            replaceFileAtomic(cfg.upstream_oauth2.client_secret_file, r.upstream_oauth2_secret + '\n', 0o600);
+          }
+          for (const account of ['idm_admin', 'admin'] as const) {
+            const pw = r.admin_passwords?.[account];
+            if (pw) replaceFileAtomic(adminPasswordFile(cfg, account), pw + '\n', 0o600);
+          }
         }
       } catch (e) {
         fail(1, (e as Error).message);

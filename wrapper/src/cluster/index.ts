@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { ClusterConfig } from '../config/cluster.js';
 import type { KiwiConfig, TokenTtls } from '../config/config.js';
+import { adminPasswordFile } from '../lifecycle/first-boot.js';
 import type { SigningKey } from '../crypto/keys.js';
 import { ReplicatedClients } from './clients.js';
 import { EnvelopeRejected } from './envelope.js';
@@ -48,6 +49,8 @@ export interface ClusterNodeOptions {
   /** Secrets every node must share, handed to a joining node with its certificate. */
   cookieKeysFile?: string;
   upstreamOauth2SecretFile?: string;
+  /** Kanidm's admin passwords (first boot's root-only files): one Kanidm database, one set. */
+  adminPasswordFiles?: { idm_admin: string; admin: string };
 }
 
 export interface ClusterStatus {
@@ -246,6 +249,9 @@ export class ClusterNode {
       ca: this.identity.caPem,
       cookie_keys: read(this.o.cookieKeysFile),
       upstream_oauth2_secret: read(this.o.upstreamOauth2SecretFile),
+      admin_passwords: this.o.adminPasswordFiles
+        ? { idm_admin: read(this.o.adminPasswordFiles.idm_admin), admin: read(this.o.adminPasswordFiles.admin) }
+        : undefined,
     };
   }
 
@@ -313,6 +319,7 @@ export async function startCluster(cfg: KiwiConfig, local: ReplicaTarget, key: S
     registry,
     cookieKeysFile: path.join(cfg.data_dir, 'cookie-keys'),
     upstreamOauth2SecretFile: cfg.upstream_oauth2.client_secret_file,
+    adminPasswordFiles: { idm_admin: adminPasswordFile(cfg, 'idm_admin'), admin: adminPasswordFile(cfg, 'admin') },
   });
 }
 

@@ -46,6 +46,8 @@ export interface JoinReply {
   cookie_keys?: string;
   /** Kiwi ID's OAuth2 client secret at (the replicated) Kanidm. */
   upstream_oauth2_secret?: string;
+  /** Kanidm's idm_admin and admin passwords (the joining node's Kanidm becomes a replica). */
+  admin_passwords?: { idm_admin?: string; admin?: string };
 }
 export type JoinHandler = (req: JoinRequest) => Promise<JoinReply>;
 
