@@ -150,6 +150,29 @@ test('a token minted on node 1 verifies with node 2\'s JWKS', async () => {
   }
 });
 
+let alicePassword = '';
+
+/** Walks a real sign-in through node `i`: Kiwi ID's authorize, Kanidm's login and consent pages; returns the service callback URL. */
+async function walkSignIn(i: number, authUrl: URL, password: string): Promise<URL> {
+  const n = nodes[i]!;
+  const base = `https://${HOST}:${port}`;
+  let landed: URL | undefined;
+  await n.until(`alice signs in on node ${i + 1}`, async () => {
+    const browser = new HttpBrowser(n.dispatcher!, [base]);
+    let step: Step = await browser.go(authUrl);
+    for (let k = 0; k < 8 && step.status !== 0; k++) {
+      const form = firstForm(step.text);
+      if (!form) return false;
+      if ('username' in form.fields) form.fields.username = 'alice';
+      if ('password' in form.fields) form.fields.password = password;
+      step = await browser.go(new URL(form.action, step.url), { form: form.fields });
+    }
+    if (step.status === 0 && step.url.searchParams.get('code')) landed = step.url;
+    return !!landed;
+  }, 180_000);
+  return landed!;
+}
+
 /** The first form of a Kanidm page: its action and fields (hidden inputs keep their values). */
 function firstForm(html: string): { action: string; fields: Record<string, string> } | undefined {
   const m = /<form[^>]*action="([^"]+)"[^>]*>([\s\S]*?)<\/form>/i.exec(html);
@@ -168,7 +191,7 @@ test('a person created with the CLI on node 1 signs in through node 3 (Kanidm lo
   const n1 = nodes[0]!;
   const n3 = nodes[2]!;
   // An initial password for alice, set on node 1 (online account recovery through its admin socket).
-  const password = await recoverAccount(path.join(UPSTREAM_PREFIX, 'bin/kanidmd'), n1.upstreamConfig, 'alice');
+  const password = (alicePassword = await recoverAccount(path.join(UPSTREAM_PREFIX, 'bin/kanidmd'), n1.upstreamConfig, 'alice'));
   // A public service registered on node 1; every node learns it by gossip.
   ok(await n1.kiwi(['client', 'add', 'kiwi-notes', '--redirect-uri', 'https://notes.kiwi.test/cb', '--public']), 'client add');
   const base = `https://${HOST}:${port}`;
@@ -178,22 +201,42 @@ test('a person created with the CLI on node 1 signs in through node 3 (Kanidm lo
   const verifier = oidc.randomPKCECodeVerifier();
   const authUrl = oidc.buildAuthorizationUrl(config, { scope: 'openid profile', redirect_uri: 'https://notes.kiwi.test/cb', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', state: 'st', nonce: 'nn' });
 
-  let landed: URL | undefined;
-  await n3.until('alice signs in on node 3', async () => {
-    const browser = new HttpBrowser(n3.dispatcher!, [base]);
-    let step: Step = await browser.go(authUrl);
-    for (let i = 0; i < 8 && step.status !== 0; i++) {
-      const form = firstForm(step.text);
-      if (!form) return false;
-      if ('username' in form.fields) form.fields.username = 'alice';
-      if ('password' in form.fields) form.fields.password = password;
-      step = await browser.go(new URL(form.action, step.url), { form: form.fields });
-    }
-    if (step.status === 0 && step.url.origin === 'https://notes.kiwi.test') landed = step.url;
-    return !!landed?.searchParams.get('code');
-  }, 180_000);
+  const landed = await walkSignIn(2, authUrl, password);
   const tokens = await oidc.authorizationCodeGrant(config, landed!, { pkceCodeVerifier: verifier, expectedState: 'st', expectedNonce: 'nn' });
   const claims = tokens.claims()!;
   assert.equal(claims.preferred_username, 'alice');
   assert.equal(claims.iss, base);
+});
+
+test('forwarding with real sign-ins: the same code posted concurrently to nodes 2 and 3 succeeds exactly once; a reused refresh token on node 3 revokes the family on every node', async () => {
+  const n1 = nodes[0]!;
+  const add = ok(await n1.kiwi(['client', 'add', 'kiwi-chat', '--redirect-uri', 'https://chat.kiwi.test/cb']), 'client add kiwi-chat');
+  const secret = /client_secret: (\S+)/.exec(add)![1]!;
+  const auth = 'Basic ' + Buffer.from(`kiwi-chat:${secret}`).toString('base64');
+  const token = (i: number, fields: Record<string, string>) =>
+    nodes[i]!.get('/oauth2/token', { method: 'POST', headers: { authorization: auth, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() });
+  const base = `https://${HOST}:${port}`;
+  const codeVia = async (i: number) => {
+    const verifier = oidc.randomPKCECodeVerifier();
+    const q = new URLSearchParams({ client_id: 'kiwi-chat', response_type: 'code', scope: 'openid offline_access', prompt: 'consent', redirect_uri: 'https://chat.kiwi.test/cb', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+    const landed = await walkSignIn(i, new URL(`${base}/oauth2/authorize?${q}`), alicePassword);
+    return { code: landed.searchParams.get('code')!, verifier };
+  };
+  assert.ok(alicePassword, 'alice has a password (previous test)');
+  const { code, verifier } = await codeVia(0);
+  const fields = { grant_type: 'authorization_code', code, redirect_uri: 'https://chat.kiwi.test/cb', code_verifier: verifier };
+  const both = await Promise.all([token(1, fields), token(2, fields)]);
+  assert.deepEqual(both.map((r) => r.status).sort(), [200, 400], both.map((r) => r.text).join(' | '));
+  const first = JSON.parse(both.find((r) => r.status === 200)!.text);
+
+  const rotated = JSON.parse((await token(0, { grant_type: 'refresh_token', refresh_token: first.refresh_token })).text);
+  assert.ok(rotated.refresh_token, JSON.stringify(rotated));
+  const reuse = await token(2, { grant_type: 'refresh_token', refresh_token: first.refresh_token });
+  assert.equal(reuse.status, 400, reuse.text);
+  // Checked without using the tokens (a refresh would rotate): the family's access token stops working everywhere.
+  for (const i of [0, 1, 2]) {
+    await nodes[i]!.until(`family revoked on node ${i + 1}`, async () =>
+      (await nodes[i]!.get('/oauth2/userinfo', { headers: { authorization: `Bearer ${rotated.access_token}` } })).status === 401, 30_000);
+  }
+  for (const i of [0, 1, 2]) assert.equal((await token(i, { grant_type: 'refresh_token', refresh_token: rotated.refresh_token })).status, 400, `node ${i + 1}`);
 });
