@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { WrapperProcess } from './harness/wrapper-process.js';
 import { until } from './harness/cluster.js';
+import { killStrays } from '../integration/harness/kiwi-node.js';
 
 const CMD = [process.execPath, '--import', 'tsx', path.resolve('wrapper/src/cli/main.ts')];
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-cluster-proc-'));
@@ -89,7 +90,11 @@ before(async () => {
 
 after(async () => {
   for (const r of rules.splice(0)) spawnSync('iptables', ['-D', ...r]);
+  // SIGTERM first: each wrapper stops its upstream child; then anything left under root
+  // (the upstream orphaned by the kill -9 test).
+  for (const w of nodes) await w?.stop().catch(() => undefined);
   for (const w of nodes) await w?.close();
+  await killStrays(root);
   fs.rmSync(root, { recursive: true, force: true });
 });
 
@@ -134,6 +139,7 @@ test('a node killed with kill -9 and restarted catches up with nothing lost', as
   await exited;
   secrets['svc-k2'] = nodes[1]!.addServiceAccount('svc-k2'); // while node 3 is down
   await victim.close();
+  await killStrays(victim.root); // its upstream, orphaned by the kill -9
   await node(2).start();
   await until('node 3 caught up (svc-k2)', async () => (await tokenStatus(nodes[2]!, 'svc-k2')) === 200);
   for (const id of ['svc-a', 'svc-k1']) assert.equal(await tokenStatus(nodes[2]!, id), 200, `${id} still on node 3`);

@@ -223,6 +223,11 @@ test('forwarding with real sign-ins: the same code posted concurrently to nodes 
     return { code: landed.searchParams.get('code')!, verifier };
   };
   assert.ok(alicePassword, 'alice has a password (previous test)');
+  // Every node knows the new client (gossip): a bogus code is invalid_grant, not invalid_client.
+  for (const i of [0, 1, 2]) {
+    await nodes[i]!.until(`node ${i + 1} knows kiwi-chat`, async () =>
+      (await token(i, { grant_type: 'authorization_code', code: 'bogus', redirect_uri: 'https://chat.kiwi.test/cb', code_verifier: 'x'.repeat(43) })).status === 400, 30_000);
+  }
   const { code, verifier } = await codeVia(0);
   const fields = { grant_type: 'authorization_code', code, redirect_uri: 'https://chat.kiwi.test/cb', code_verifier: verifier };
   const both = await Promise.all([token(1, fields), token(2, fields)]);
@@ -239,4 +244,91 @@ test('forwarding with real sign-ins: the same code posted concurrently to nodes 
       (await nodes[i]!.get('/oauth2/userinfo', { headers: { authorization: `Bearer ${rotated.access_token}` } })).status === 401, 30_000);
   }
   for (const i of [0, 1, 2]) assert.equal((await token(i, { grant_type: 'refresh_token', refresh_token: rotated.refresh_token })).status, 400, `node ${i + 1}`);
+});
+
+/** Rewrites a node's [cluster] mode (and strict-mode fallback) and restarts it. */
+async function restartWithMode(i: number, mode: string, fallback = false): Promise<void> {
+  const n = nodes[i]!;
+  await n.stop();
+  const text = fs.readFileSync(n.config, 'utf8')
+    .replace(/^quorum_fallback = .*\n/m, '')
+    .replace(/^distributed_mode = .*$/m, `distributed_mode = "${mode}"\nquorum_fallback = ${fallback}`);
+  fs.writeFileSync(n.config, text);
+  await n.start();
+}
+
+/** A browser whose requests for the issuer go to node `i`, with a copy of `from`'s cookies. */
+async function browserOn(i: number, from?: HttpBrowser): Promise<HttpBrowser> {
+  const b = new HttpBrowser(nodes[i]!.dispatcher!, [`https://${HOST}:${port}`]);
+  if (from) (b as unknown as { jar: unknown }).jar = await from.jar.clone();
+  return b;
+}
+
+test('eventual with real Kanidms: a logout on node 1 ends that session on node 3 within two intervals', async () => {
+  for (const i of [0, 1, 2]) await restartWithMode(i, 'eventual');
+  const base = `https://${HOST}:${port}`;
+  const q = (extra: Record<string, string>) =>
+    new URL(`${base}/oauth2/authorize?${new URLSearchParams({ client_id: 'kiwi-notes', response_type: 'code', scope: 'openid', redirect_uri: 'https://notes.kiwi.test/cb', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256', ...extra })}`);
+  // Sign in through node 1 with a browser that keeps its cookies.
+  const b1 = await browserOn(0);
+  let step: Step = await b1.go(q({ state: 'a' }));
+  for (let k = 0; k < 8 && step.status !== 0; k++) {
+    const form = firstForm(step.text);
+    assert.ok(form, step.text.slice(0, 300));
+    if ('username' in form!.fields) form!.fields.username = 'alice';
+    if ('password' in form!.fields) form!.fields.password = alicePassword;
+    step = await b1.go(new URL(form!.action, step.url), { form: form!.fields });
+  }
+  assert.ok(step.url.searchParams.get('code'), step.url.href);
+  // The same browser reaching node 3: single sign-on once the session is there.
+  await nodes[2]!.until('SSO on node 3', async () => {
+    const r = await (await browserOn(2, b1)).go(q({ prompt: 'none', state: 'b' }));
+    return r.status === 0 && !!r.url.searchParams.get('code');
+  }, 30_000);
+  const stolen = await b1.jar.clone();
+  // Logout at node 1 (confirmation form), then the session is gone on node 3 too.
+  const page = await b1.go(`${base}/oauth2/logout?client_id=kiwi-notes`);
+  const form = firstForm(page.text);
+  assert.ok(form, page.text.slice(0, 300));
+  await b1.go(new URL(form!.action, page.url), { form: { ...form!.fields, logout: 'yes' } });
+  const loggedOut = Date.now();
+  await nodes[2]!.until('session ended on node 3', async () => {
+    const b3 = await browserOn(2);
+    (b3 as unknown as { jar: unknown }).jar = await stolen.clone();
+    const r = await b3.go(q({ prompt: 'none', state: 'c' }));
+    return r.url.searchParams.get('error') === 'login_required';
+  }, 30_000);
+  assert.ok(Date.now() - loggedOut <= 2 * 1000 + 2000, `took ${Date.now() - loggedOut} ms (interval 1 s)`);
+});
+
+test('strict with real Kanidms: tokens issued with one of three nodes down, refused with two down, issued with a warning under quorum_fallback', async () => {
+  for (const i of [0, 1, 2]) await restartWithMode(i, 'strict');
+  const base = `https://${HOST}:${port}`;
+  const n1 = nodes[0]!;
+  const redeem = async () => {
+    const verifier = oidc.randomPKCECodeVerifier();
+    const q = new URLSearchParams({ client_id: 'kiwi-notes', response_type: 'code', scope: 'openid', redirect_uri: 'https://notes.kiwi.test/cb', code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256' });
+    const landed = await walkSignIn(0, new URL(`${base}/oauth2/authorize?${q}`), alicePassword);
+    return n1.get('/oauth2/token', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', client_id: 'kiwi-notes', code: landed.searchParams.get('code')!, redirect_uri: 'https://notes.kiwi.test/cb', code_verifier: verifier }).toString(),
+    });
+  };
+  const live = async () => JSON.parse((await n1.kiwi(['cluster', 'status', '--json'])).stdout).peers.filter((p: any) => p.live).length;
+  await n1.until('both peers live', async () => (await live()) === 2, 60_000);
+  assert.equal((await redeem()).status, 200);
+  await nodes[2]!.stop();
+  await n1.until('one peer live', async () => (await live()) === 1, 60_000);
+  const one = await redeem();
+  assert.equal(one.status, 200, one.text);
+  await nodes[1]!.stop();
+  await n1.until('no peer live', async () => (await live()) === 0, 60_000);
+  const refused = await redeem();
+  assert.equal(refused.status, 503, refused.text);
+  assert.equal(JSON.parse(refused.text).error, 'temporarily_unavailable');
+  await restartWithMode(0, 'strict', true);
+  const issued = await redeem();
+  assert.equal(issued.status, 200, issued.text);
+  assert.ok(n1.lines().some((l) => l.msg === 'quorum not reached; issuing anyway (quorum_fallback = true)' && l.level === 'warn'), 'warning logged');
 });
