@@ -16,7 +16,8 @@ import { Agent } from 'undici';
 import * as oidc from 'openid-client';
 import { fetch as undiciFetch } from 'undici';
 import { HttpBrowser, type Step } from './harness/http-browser.js';
-import { KiwiNode, UPSTREAM_PREFIX } from './harness/kiwi-node.js';
+import { KiwiNode, UPSTREAM_PREFIX, killStrays } from './harness/kiwi-node.js';
+import { spawnSync } from 'node:child_process';
 import { recoverAccount } from '../../wrapper/src/upstream/kanidmd-tasks.js';
 import { freePort } from '../e2e/net.js';
 
@@ -331,4 +332,77 @@ test('strict with real Kanidms: tokens issued with one of three nodes down, refu
   const issued = await redeem();
   assert.equal(issued.status, 200, issued.text);
   assert.ok(n1.lines().some((l) => l.msg === 'quorum not reached; issuing anyway (quorum_fallback = true)' && l.level === 'warn'), 'warning logged');
+});
+
+const hasIptables = process.getuid?.() === 0 && spawnSync('iptables', ['-S', 'OUTPUT']).status === 0;
+const rules: string[][] = [];
+after(() => {
+  for (const r of rules.splice(0)) spawnSync('iptables', ['-D', ...r]);
+});
+
+/** A service account added on node `i`; resolves to a function telling whether node `j` issues it tokens. */
+async function serviceAccount(i: number, id: string) {
+  const out = ok(await nodes[i]!.kiwi(['client', 'add', id, '--grant', 'client_credentials']), `client add ${id}`);
+  const secret = /client_secret: (\S+)/.exec(out)![1]!;
+  return async (j: number) =>
+    (await nodes[j]!.get('/oauth2/token', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Basic ' + Buffer.from(`${id}:${secret}`).toString('base64') },
+      body: 'grant_type=client_credentials',
+    })).status === 200;
+}
+
+async function personOn(i: number, name: string): Promise<boolean> {
+  await nodes[i]!.kiwi(['kanidm', 'login', '-D', 'idm_admin'], { env: { KANIDM_PASSWORD: nodes[0]!.password('idm_admin') } });
+  const r = await nodes[i]!.kanidm(['person', 'get', name]);
+  return r.exitCode === 0 && r.stdout.includes(name);
+}
+
+test('a node killed with kill -9 (wrapper and its Kanidm) and restarted catches up with nothing lost', async () => {
+  for (const i of [0, 1, 2]) await restartWithMode(i, 'forwarding');
+  const n3 = nodes[2]!;
+  const before = await serviceAccount(2, 'svc-before-kill'); // written on node 3 itself
+  await nodes[0]!.until('node 1 has node 3\'s client', () => before(0), 30_000);
+  await n3.stop('SIGKILL');
+  await killStrays(n3.root); // its kanidmd, orphaned like after a power cut of the node
+  // While node 3 is down: a person on node 1, a client on node 2.
+  await nodes[0]!.loginIdmAdmin();
+  ok(await nodes[0]!.kanidm(['person', 'create', 'bob', 'Bob Example']), 'person create bob');
+  const during = await serviceAccount(1, 'svc-during-kill');
+  await n3.start();
+  await n3.until('node 3 caught up with the client', () => during(2), 60_000);
+  await n3.until('node 3 caught up with bob (Kanidm replication)', () => personOn(2, 'bob'), 120_000);
+  assert.ok(await before(2), 'what node 3 had before the kill is still there');
+  assert.ok(await personOn(2, 'alice'));
+});
+
+test('a partitioned node converges after the partition heals', { skip: !hasIptables && 'needs root and iptables' }, async () => {
+  const n3 = nodes[2]!;
+  const cfg = fs.readFileSync(n3.config, 'utf8');
+  const gossipPorts = [...cfg.matchAll(/"https:\/\/([\d.]+):(\d+)"/g)].map((m) => [m[1]!, m[2]!] as const);
+  const replPorts = nodes.map((n) => /kanidm_replication_addr = "[\d.]+:(\d+)"/.exec(fs.readFileSync(n.config, 'utf8'))![1]!);
+  const add = (r: string[]) => {
+    assert.equal(spawnSync('iptables', ['-A', ...r]).status, 0);
+    rules.push(r);
+  };
+  // Node 3 neither reaches nor is reached: gossip and Kanidm replication ports.
+  for (const [ip, p] of gossipPorts) {
+    if (ip === ips[2]) add(['OUTPUT', '-p', 'tcp', '-d', ip, '--dport', p, '-j', 'DROP']);
+    else add(['OUTPUT', '-p', 'tcp', '-s', ips[2]!, '-d', ip, '--dport', p, '-j', 'DROP']);
+  }
+  add(['OUTPUT', '-p', 'tcp', '-d', ips[2]!, '--dport', replPorts[2]!, '-j', 'DROP']);
+  for (const j of [0, 1]) add(['OUTPUT', '-p', 'tcp', '-d', ips[j]!, '--dport', replPorts[j]!, '-j', 'DROP']);
+  const status = async (n: KiwiNode) => JSON.parse((await n.kiwi(['cluster', 'status', '--json'])).stdout);
+  await n3.until('node 3 sees its peers down', async () => (await status(n3)).peers.every((p: any) => !p.live), 60_000);
+  const fromThree = await serviceAccount(2, 'svc-partition-3');
+  const fromOne = await serviceAccount(0, 'svc-partition-1');
+  await nodes[0]!.loginIdmAdmin();
+  ok(await nodes[0]!.kanidm(['person', 'create', 'carol', 'Carol Example']), 'person create carol');
+  await nodes[1]!.until('node 2 has node 1\'s client', () => fromOne(1), 30_000);
+  assert.equal(await fromOne(2), false, 'not across the partition');
+  assert.equal(await fromThree(0), false, 'not across the partition');
+  for (const r of rules.splice(0)) spawnSync('iptables', ['-D', ...r]);
+  await n3.until('node 1\'s client reaches node 3', () => fromOne(2), 60_000);
+  await nodes[0]!.until('node 3\'s client reaches node 1', () => fromThree(0), 60_000);
+  await n3.until('carol reaches node 3 (Kanidm replication)', () => personOn(2, 'carol'), 180_000);
 });
