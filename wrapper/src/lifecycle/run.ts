@@ -59,6 +59,8 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
       clientSecret: readSecretFile(secretFile).trim(),
       redirectUri: cfg.issuer + LOGIN_CALLBACK,
       store,
+      domain: new URL(cfg.issuer).hostname,
+      log: childLogger(log, 'login'),
     });
   } else {
     log.error({ file: secretFile }, 'Kanidm OAuth2 client secret missing: user sign-in is disabled until it exists (see README, first boot)');

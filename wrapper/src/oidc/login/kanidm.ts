@@ -5,6 +5,9 @@
 import { randomUUID } from 'node:crypto';
 import * as oidc from 'openid-client';
 import { fetch as undiciFetch, type Dispatcher } from 'undici';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { request } from 'undici';
 import type { StateStore } from '../../state/store.js';
 import { UpstreamLoginError, type CompletedLogin, type LoginMethod } from './method.js';
 
@@ -19,6 +22,9 @@ export interface KanidmLoginOptions {
   /** Where Kanidm sends the browser back to (registered at Kanidm). */
   redirectUri: string;
   store: StateStore;
+  /** Kanidm's `domain`: its session cookie is scoped to it. */
+  domain: string;
+  log?: Logger;
 }
 
 const PENDING = 'UpstreamLogin';
@@ -105,4 +111,40 @@ export class KanidmLogin implements LoginMethod {
       },
     };
   }
+
+  /**
+   * Kanidm keeps its own session in the `bearer` cookie on the shared origin.
+   * Signing out of Kiwi ID ends it too: Kanidm revokes it server-side
+   * (/v1/logout, over loopback with the browser's cookie) and the browser is
+   * told to drop the cookie (same name, Domain and Path as Kanidm sets).
+   */
+  endSession(req: IncomingMessage, res: ServerResponse): void {
+    const bearer = cookieValue(req.headers.cookie, KANIDM_SESSION_COOKIE);
+    if (!bearer) return;
+    res.appendHeader(
+      'set-cookie',
+      `${KANIDM_SESSION_COOKIE}=; Domain=${this.o.domain}; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Secure; HttpOnly; SameSite=Lax`,
+    );
+    void request(new URL('/v1/logout', this.o.upstreamAddr), {
+      dispatcher: this.o.dispatcher,
+      headers: { cookie: `${KANIDM_SESSION_COOKIE}=${bearer}` },
+    }).then(
+      async (r) => {
+        await r.body.dump();
+        if (r.statusCode !== 200) this.o.log?.warn({ status: r.statusCode }, 'Kanidm logout refused; its session cookie was removed from the browser');
+      },
+      (err: Error) => this.o.log?.warn({ err_message: err.message }, 'Kanidm logout failed; its session cookie was removed from the browser'),
+    );
+  }
+}
+
+/** Kanidm's session cookie (kanidm_proto COOKIE_BEARER_TOKEN). */
+const KANIDM_SESSION_COOKIE = 'bearer';
+
+function cookieValue(header: string | undefined, name: string): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
 }
