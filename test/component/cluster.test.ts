@@ -4,7 +4,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as oidc from 'openid-client';
-import { createLocalJWKSet, jwtVerify } from 'jose';
+import { SignJWT, createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify } from 'jose';
+import { randomUUID } from 'node:crypto';
 import { ClusterHarness, until } from './harness/cluster.js';
 import { ScriptedLogin } from './harness/scripted-login.js';
 import { CookieBrowser } from './harness/cookie-browser.js';
@@ -12,7 +13,12 @@ import type { IssuerHarness } from './harness/issuer.js';
 
 const INTERVAL_S = 1;
 let login!: ScriptedLogin;
-const h = new ClusterHarness({ mode: 'eventual', intervalSecs: INTERVAL_S, login: (v) => (login = new ScriptedLogin(v as unknown as IssuerHarness)) });
+const h = new ClusterHarness({
+  mode: 'eventual',
+  intervalSecs: INTERVAL_S,
+  login: (v) => (login = new ScriptedLogin(v as unknown as IssuerHarness)),
+  issuerAliases: (n) => [`https://${n.ip}:9443`],
+});
 const [n1, n2, n3] = [0, 1, 2].map((i) => () => h.nodes[i]!);
 
 before(async () => {
@@ -123,4 +129,23 @@ test('status: every node sees the others live with no lag once quiet', async () 
   const text = await n1().metrics.registry.metrics();
   assert.match(text, /kiwi_gossip_rounds_total\{peer="[^"]+",result="ok"\} [1-9]/);
   assert.match(text, /kiwi_gossip_lag_seconds/);
+});
+
+test('issuer_aliases: a client assertion addressed to this node\'s alias is accepted, another audience is not', async () => {
+  const { privateKey, publicKey } = await generateKeyPair('ES256');
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'svc-jwt-1', alg: 'ES256', use: 'sig' };
+  n1().register({ client_id: 'svc-jwt', grant_types: ['client_credentials'], scopes: ['groups'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [jwk as Record<string, unknown>] }, redirect_uris: [] });
+  const assertion = (aud: string) =>
+    new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: 'svc-jwt-1' }).setIssuer('svc-jwt').setSubject('svc-jwt').setAudience(aud).setJti(randomUUID()).setIssuedAt().setExpirationTime('1m').sign(privateKey);
+  const post = async (aud: string) =>
+    h.via(0).http('/oauth2/token', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'client_credentials', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(aud) }).toString(),
+    });
+  const ok = await post(`https://${n1().ip}:9443`);
+  assert.equal(ok.status, 200, ok.text);
+  const refused = await post('https://elsewhere.kiwi.test');
+  assert.equal(refused.status, 401, refused.text);
+  assert.equal(JSON.parse(refused.text).error, 'invalid_client');
 });

@@ -44,6 +44,8 @@ export interface ClusterOptions {
   /** Node ids allowed to gossip (default: all of this cluster's nodes). */
   allowed?: (ids: string[]) => string[];
   login?: (view: NodeView) => LoginMethod | null;
+  /** issuer_aliases of each node (its own address, say). */
+  issuerAliases?: (node: TestNode) => string[];
 }
 
 /** What CookieBrowser and ScriptedLogin need of an issuer: its URL and an HTTP function. */
@@ -108,6 +110,7 @@ export class TestNode {
     return parseClusterConfig(
       {
         node_id: this.nodeId,
+        issuer_aliases: o.issuerAliases ? o.issuerAliases(this) : [],
         gossip: {
           peers: this.h.nodes.map((n) => `https://${n.ip}:${n.gossipPort}`),
           interval_secs: o.intervalSecs ?? 1,
