@@ -15,6 +15,7 @@ const REDIRECT = 'https://mail.kiwi.test/callback';
 before(async () => {
   await h.start();
   node(0).register({ client_id: 'kiwi-mail', redirect_uris: [REDIRECT] });
+  node(0).register({ client_id: 'svc-backup', grant_types: ['client_credentials'], scopes: ['groups'], redirect_uris: [] });
   await until('all nodes know kiwi-mail', () => h.nodes.every((n) => !!n.cluster.clients.find('kiwi-mail')));
 });
 after(() => h.close());
@@ -35,12 +36,23 @@ async function signIn() {
   return { status: r.status, body: JSON.parse(r.text) };
 }
 
+/** client_credentials at node 1; resolves to the HTTP status. */
+async function serviceToken(): Promise<number> {
+  const r = await h.via(0).http('/oauth2/token', {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Basic ' + Buffer.from(`svc-backup:${node(0).secrets['svc-backup']}`).toString('base64') },
+    body: 'grant_type=client_credentials',
+  });
+  return r.status;
+}
+
 const live = () => node(0).cluster.gossip.livePeers().length;
 
 test('all three up: tokens are issued with the peers\' approval', async () => {
   await until('both peers live', () => live() === 2);
   const r = await signIn();
   assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(await serviceToken(), 200);
   assert.match(await node(0).metrics.registry.metrics(), /kiwi_cluster_quorum_total\{result="approved"\} [1-9]/);
 });
 
@@ -49,6 +61,7 @@ test('one of three down: tokens are still issued', async () => {
   await until('node 3 no longer live', () => live() === 1, 20_000);
   const r = await signIn();
   assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(await serviceToken(), 200);
 });
 
 test('two of three down: refused with quorum_fallback = false, issued with a warning when it is true', async () => {
@@ -58,11 +71,13 @@ test('two of three down: refused with quorum_fallback = false, issued with a war
   assert.equal(refused.status, 503, JSON.stringify(refused.body));
   assert.equal(refused.body.error, 'temporarily_unavailable');
   assert.match(await node(0).metrics.registry.metrics(), /kiwi_cluster_quorum_total\{result="unavailable"\} [1-9]/);
+  assert.equal(await serviceToken(), 503, 'client_credentials is gated too');
 
   h.o.quorumFallback = true;
   await node(0).stop();
   await node(0).start();
   const issued = await signIn();
   assert.equal(issued.status, 200, JSON.stringify(issued.body));
+  assert.equal(await serviceToken(), 200);
   assert.ok(node(0).logLines.some((l) => /quorum not reached; issuing anyway/.test(l) && /"level":"?(40|warn)/.test(l)), 'a warning is logged');
 });

@@ -17,7 +17,9 @@ import { Gossip, type PeerStatus } from './gossip.js';
 import { installProviderKeys, publishOwnKey, unionJwks } from './keys.js';
 import { createClusterMetrics, type ClusterMetrics } from './metrics.js';
 import { Forwarder, consumeHandler, findHandler } from './modes/forwarding.js';
-import { Quorum, voteHandler } from './modes/strict.js';
+import { CLIENT_ISSUANCE, Quorum, voteHandler } from './modes/strict.js';
+// oidc-provider keeps its grant handlers in its per-instance cache (see keys.ts).
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import { clusterPaths, consumeJoinToken, issueNodeCertificate, loadNodeIdentity, type NodeIdentity } from './pki.js';
 import { ReplicaDb, type DeltaItem } from './replica-db.js';
 import { KanidmReplicationCoordinator, type KanidmControl, type KanidmReplicaInfo } from './kanidm-replication.js';
@@ -82,6 +84,7 @@ export class ClusterNode {
   private listenAddr = '';
   private readonly providers: Provider[] = [];
   private kanidm: KanidmReplicationCoordinator | null = null;
+  private quorum: Quorum | undefined;
 
   private constructor(private readonly o: ClusterNodeOptions) {
     const c = o.config;
@@ -115,7 +118,7 @@ export class ClusterNode {
     });
     const mode = c.cluster.distributed_mode;
     const forwarding = mode === 'forwarding' || mode === 'strict';
-    const quorum =
+    const quorum = (this.quorum =
       mode === 'strict'
         ? new Quorum({
             client: this.client,
@@ -127,7 +130,7 @@ export class ClusterNode {
             log: o.log,
             metrics: this.metrics,
           })
-        : undefined;
+        : undefined);
     this.store = new ClusterStateStore({
       local: o.local,
       db: this.db,
@@ -198,6 +201,7 @@ export class ClusterNode {
   attachIssuer(provider: Provider): void {
     this.providers.push(provider);
     installProviderKeys(provider, unionJwks(this.db, this.o.key));
+    this.gateClientCredentials(provider);
     const aliases = this.o.config.issuer_aliases;
     if (aliases.length) {
       const proto = provider.OIDCContext.prototype as { clientJwtAuthExpectedAudience(): Set<string> };
@@ -208,6 +212,19 @@ export class ClusterNode {
         return set;
       };
     }
+  }
+
+  /** strict: client_credentials tokens need the quorum too (codes and refresh tokens get it at consumption). */
+  private gateClientCredentials(provider: Provider): void {
+    const quorum = this.quorum;
+    if (!quorum) return;
+    const handlers = (instance(provider) as { grantTypeHandlers?: Map<string, (ctx: any, next: () => Promise<void>) => Promise<void>> }).grantTypeHandlers;
+    const original = handlers?.get('client_credentials');
+    if (!handlers || !original) return;
+    handlers.set('client_credentials', async (ctx, next) => {
+      await quorum.approve({ model: CLIENT_ISSUANCE, id: String(ctx.oidc?.client?.clientId ?? ''), grantId: null });
+      return original(ctx, next);
+    });
   }
 
   private reinstallKeys(): void {

@@ -1,5 +1,6 @@
 // distributed_mode = "strict": forwarding, plus a quorum of peers approves every token issuance
-// that redeems an authorization code or rotates a refresh token, before it happens. A peer
+// before it happens: redeeming an authorization code, rotating a refresh token, and
+// client_credentials (index.ts wraps that grant's handler). A peer
 // approves unless its replica says the grant was revoked or the code/token was already used or
 // removed; one denial refuses the request. `quorum_k` approvals are needed; 0 means a majority
 // of the live peers, floor(live_peer_count / 2) + 1, as in the reference (a live peer had a
@@ -14,6 +15,9 @@ import type { ClusterMetrics } from '../metrics.js';
 import { KIND, stateKey, type StateValue } from '../replicated-state.js';
 import type { ReplicaDb } from '../replica-db.js';
 import { PATHS, type ClusterClient } from '../transport.js';
+
+/** The vote `model` for a client_credentials issuance (`id` = client_id). */
+export const CLIENT_ISSUANCE = 'client_credentials';
 
 export interface VoteRequest {
   model: string;
@@ -43,7 +47,7 @@ export class Quorum {
     return this.o.k > 0 ? this.o.k : Math.floor(this.o.livePeers().length / 2) + 1;
   }
 
-  async approve(rec: StateRecord): Promise<void> {
+  async approve(rec: Pick<StateRecord, 'model' | 'id' | 'grantId'>): Promise<void> {
     const need = this.required();
     const req: VoteRequest = { model: rec.model, id: rec.id, grantId: rec.grantId };
     const outcome = await new Promise<{ approvals: number; denied?: string }>((resolve) => {
@@ -98,6 +102,11 @@ export function voteHandler(db: ReplicaDb) {
     const { model, id, grantId } = env.body ?? ({} as VoteRequest);
     if (typeof model !== 'string' || typeof id !== 'string') return { approve: false, reason: 'malformed vote request' };
     if (grantId && db.value(KIND.revokedGrant, grantId) !== undefined) return { approve: false, reason: 'grant revoked' };
+    if (model === CLIENT_ISSUANCE) {
+      // client_credentials: refused when this replica knows the client removed.
+      const c = db.get(KIND.client, id);
+      return c && db.visible(KIND.client, c) === undefined ? { approve: false, reason: 'client removed' } : { approve: true };
+    }
     const s = db.get(KIND.state, stateKey(model, id));
     if (s) {
       const v = db.visible(KIND.state, s) as StateValue | undefined;
