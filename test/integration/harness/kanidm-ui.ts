@@ -5,12 +5,6 @@
 import * as OTPAuth from 'otpauth';
 import type { CDPSession, Page } from 'playwright-core';
 
-/** Waits until the TOTP period changes, so the next code is one Kanidm has not seen yet. */
-export async function nextTotpPeriod(totp: OTPAuth.TOTP): Promise<void> {
-  const ms = totp.period * 1000 - (Date.now() % (totp.period * 1000)) + 50;
-  await new Promise((r) => setTimeout(r, ms));
-}
-
 /** Opens a reset link and sets a password, then a TOTP; returns the enrolled TOTP generator. */
 export async function enrolPasswordAndTotp(page: Page, resetUrl: string, password: string): Promise<OTPAuth.TOTP> {
   await page.goto(resetUrl);

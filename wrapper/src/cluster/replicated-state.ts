@@ -3,8 +3,8 @@
 // written through it are replicated according to their model's class:
 //
 //   durable   registrations that must exist on every node: dynamically registered clients
-//             ("Client", "RegistrationAccessToken"), federation links, and any model this file
-//             does not know — replicated whenever gossip is on, in every distributed_mode
+//             ("Client", "RegistrationAccessToken"), federation links ("FederatedLink"), and any
+//             model this file does not know — replicated whenever gossip is on, in every distributed_mode
 //   protocol  sign-in state: codes, tokens, sessions, grants, interactions, login state and
 //             account snapshots — replicated in `eventual`, `forwarding` and `strict`, node-local
 //             in `off` (as the reference's "off": codes only where issued, revocation node-local)
@@ -33,6 +33,8 @@ const CLASSES = new Map<string, ReplicationClass>(
   [
     'Session', 'AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCode', 'ClientCredentials', 'Interaction',
     'ReplayDetection', 'PushedAuthorizationRequest', 'Grant', 'BackchannelAuthenticationRequest', 'UpstreamLogin', 'Account',
+    // federation/: sign-in state at an external IdP, used JWT-bearer assertion ids
+    'FederationLogin', 'JwtBearerJti',
   ].map((m) => [m, 'protocol' as ReplicationClass]),
 );
 
@@ -208,6 +210,10 @@ export class ClusterStateStore implements StateStore {
 
   findByUserCode(model: string, userCode: string): Promise<StateRecord | undefined> {
     return this.local.findByUserCode(model, userCode);
+  }
+
+  list(model: string): Promise<StateRecord[]> {
+    return this.local.list(model);
   }
 
   async consumeOnce(model: string, id: string): Promise<ConsumeResult> {

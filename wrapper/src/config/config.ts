@@ -8,6 +8,7 @@ import { parse, TomlError } from 'smol-toml';
 import { parseByteSize, parseDuration } from './duration.js';
 import { isTable, TableReader, tomlType, type Table } from './toml-types.js';
 import { LOG_LEVELS, type LogLevel } from '../telemetry/log.js';
+import { checkFederationFiles, FederationKeyError, parseFederation, type FederationConfig } from './federation.js';
 import { CLUSTER_TOP_KEYS, parseClusterConfig, type ClusterConfig } from './cluster.js';
 
 export class ConfigError extends Error {
@@ -64,9 +65,18 @@ export interface KiwiConfig {
   readonly max_body_size: number;
   readonly max_header_size: number;
   readonly tokens: TokenTtls;
+  /** Sign-in attempts per source address in any five minutes, in front of Kanidm (0: off). */
+  readonly auth_rate_limit: number;
   readonly clients: { readonly file: string };
   /** Kiwi ID's own OAuth2 client registration at Kanidm (how users log in). */
-  readonly upstream_oauth2: { readonly client_id: string; readonly client_secret_file: string };
+  readonly upstream_oauth2: {
+    readonly client_id: string;
+    readonly client_secret_file: string;
+    /** How long a confirmation from Kanidm that a signed-in person is still valid is reused (0: ask every time). */
+    readonly recheck_interval_ms: number;
+  };
+  /** External IdPs and trusted assertion issuers (config/federation.ts). */
+  readonly federation: FederationConfig;
   /** node_id, issuer_aliases, [gossip], [cluster] (config/cluster.ts). */
   readonly cluster: ClusterConfig;
 }
@@ -80,8 +90,8 @@ const TOP_KEYS = [
   'listen_addr', 'issuer', 'tls_cert', 'tls_key', 'upstream_addr', 'upstream_bin', 'upstream_cli',
   'upstream_config', 'upstream_ca', 'upstream_db_path', 'compatibility_file', 'health_check_interval',
   'health_check_timeout', 'jwt_private_key', 'jwt_public_key', 'log_level', 'log_dir', 'data_dir',
-  'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'tokens', 'clients',
-  'upstream_oauth2', ...CLUSTER_TOP_KEYS,
+  'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'auth_rate_limit', 'tokens', 'clients',
+  'upstream_oauth2', 'federation', ...CLUSTER_TOP_KEYS,
 ] as const;
 
 const TOKEN_DEFAULTS: TokenTtls = {
@@ -146,13 +156,13 @@ class Section extends TableReader {
     return new Section(this.file, v, `[${key}].`, this.baseDir);
   }
 
-  durationMs(key: string, fallback: string): number {
+  durationMs(key: string, fallback: string, o: { allowZero?: boolean } = {}): number {
     const v = this.table[key] ?? fallback;
     if (typeof v !== 'string') {
       throw this.error(key, `expected a duration string like "5s", got ${tomlType(v)}`);
     }
     const ms = this.convert(key, () => parseDuration(v));
-    if (ms <= 0) throw this.error(key, 'must be greater than 0');
+    if (ms < 0 || (ms === 0 && !o.allowZero)) throw this.error(key, 'must be greater than 0');
     return ms;
   }
 
@@ -164,6 +174,15 @@ class Section extends TableReader {
     const bytes = this.convert(key, () => parseByteSize(v));
     if (bytes <= 0) throw this.error(key, 'must be greater than 0');
     return bytes;
+  }
+
+  /** A whole number >= 0. */
+  count(key: string, fallback: number): number {
+    const v = this.table[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+      throw this.error(key, `expected a whole number >= 0, got ${tomlType(v)} ${String(v)}`);
+    }
+    return v;
   }
 
   positiveInt(key: string, fallback: number): number {
@@ -247,6 +266,16 @@ function checkFile(sec: Section, key: string, file: string, secret: boolean): vo
   }
 }
 
+/** `[federation]` is parsed in config/federation.ts; its key errors become ConfigErrors here. */
+function federationKeys<T>(file: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof FederationKeyError) throw new ConfigError(file, e.key, e.message);
+    throw e;
+  }
+}
+
 export function validateConfig(raw: unknown, file: string, opts: ValidateOptions = {}): KiwiConfig {
   if (!isTable(raw)) throw new ConfigError(file, undefined, 'config must be a TOML table');
   const top = new Section(file, raw, '', path.dirname(path.resolve(file)));
@@ -256,7 +285,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
   const clientsSec = top.section('clients');
   clientsSec.rejectUnknown(['file']);
   const upstreamOauth2Sec = top.section('upstream_oauth2');
-  upstreamOauth2Sec.rejectUnknown(['client_id', 'client_secret_file']);
+  upstreamOauth2Sec.rejectUnknown(['client_id', 'client_secret_file', 'recheck_interval']);
 
   const listen_addr = top.string('listen_addr');
   const { host: listen_host, port: listen_port } = top.convert('listen_addr', () =>
@@ -323,11 +352,14 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     max_body_size: top.byteSize('max_body_size', '1MiB'),
     max_header_size: top.byteSize('max_header_size', '16KiB'),
     tokens,
+    auth_rate_limit: top.count('auth_rate_limit', 20),
     clients: Object.freeze({ file: clientsSec.path('file', path.join(data_dir, 'clients.toml')) }),
     upstream_oauth2: Object.freeze({
       client_id: upstreamOauth2Sec.string('client_id', 'kiwi-id'),
       client_secret_file: upstreamOauth2Sec.path('client_secret_file', path.join(data_dir, 'upstream-oauth2.secret')),
+      recheck_interval_ms: upstreamOauth2Sec.durationMs('recheck_interval', '10s', { allowZero: true }),
     }),
+    federation: federationKeys(file, () => parseFederation(raw.federation, { baseDir: top.baseDir, dataDir: data_dir })),
     cluster: parseClusterConfig(raw, listen_host, parseListenAddr, (key, problem) => new ConfigError(file, key, problem)),
   };
 
@@ -338,6 +370,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     checkFile(top, 'jwt_public_key', config.jwt_public_key, false);
     // The CA is the only trust root for the upstream; fail at startup, not at first request.
     checkFile(top, 'upstream_ca', config.upstream_ca, false);
+    federationKeys(file, () => checkFederationFiles(config.federation, config.config_file));
   }
   return Object.freeze(config);
 }

@@ -8,9 +8,11 @@ import type { KiwiConfig } from '../config/config.js';
 import { loadSigningKey } from '../crypto/keys.js';
 import { childLogger, createLogger } from '../telemetry/log.js';
 import { ClientsSource } from '../clients/clients-source.js';
+import { createFederation, kanidmDirectory } from '../federation/index.js';
 import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
 import { createIssuer, LOGIN_CALLBACK } from '../oidc/issuer.js';
 import { KanidmLogin } from '../oidc/login/kanidm.js';
+import { AuthRateLimit } from '../server/auth-rate-limit.js';
 import { FrontDoor } from '../server/front-door.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { UpstreamProxy } from '../server/proxy.js';
@@ -60,11 +62,17 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
       redirectUri: cfg.issuer + LOGIN_CALLBACK,
       store,
       domain: new URL(cfg.issuer).hostname,
+      grantTtlSeconds: Math.max(cfg.tokens.refresh_token_ttl, cfg.tokens.session_ttl),
+      freshForMs: cfg.upstream_oauth2.recheck_interval_ms,
       log: childLogger(log, 'login'),
     });
   } else {
     log.error({ file: secretFile }, 'Kanidm OAuth2 client secret missing: user sign-in is disabled until it exists (see README, first boot)');
   }
+  const federation = createFederation({
+    config: cfg.federation, issuer: cfg.issuer, store, directory: kanidmDirectory(cfg, dispatcher),
+    log: childLogger(log, 'federation'), registry: metrics.registry,
+  });
   const { route, provider } = createIssuer({
     issuer: cfg.issuer,
     key,
@@ -75,10 +83,12 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     cookieKeys: loadOrCreateCookieKeys(join(cfg.data_dir, 'cookie-keys')),
     log: childLogger(log, 'issuer'),
     countEvent: (event) => metrics.oidcEvents.inc({ event }),
+    extensions: federation.extension && [federation.extension],
   });
   cluster?.attachIssuer(provider);
   const close = async () => {
     clearInterval(sweeper);
+    await federation.close();
     await cluster?.close();
     await store.close();
   };
@@ -101,6 +111,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     upstreamAddr: cfg.upstream_addr,
     dispatcher,
     compatibilityFile: cfg.compatibility_file,
+    pidFile: join(cfg.data_dir, 'upstream.pid'),
     intervalMs: cfg.health_check_interval_ms,
     timeoutMs: cfg.health_check_timeout_ms,
     log: childLogger(log, 'upstream'),
@@ -119,6 +130,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     isHealthy: () => supervisor.healthy,
     log: childLogger(log, 'proxy'),
   });
+  const signInLimit = new AuthRateLimit({ limit: cfg.auth_rate_limit, log: childLogger(log, 'rate-limit') });
   const frontDoor = new FrontDoor({
     host: cfg.listen_host,
     port: cfg.listen_port,
@@ -131,6 +143,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     proxy,
     isReady: () => supervisor.healthy,
     routes: [issuer.route],
+    guards: [(req, res, pathname, id) => signInLimit.guard(req, res, pathname, id)],
   });
 
   let stopping: Promise<void> | null = null;
@@ -141,6 +154,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
       // Kanidm goes last so requests still in flight can finish against it.
       await supervisor.stop();
       proxy.close();
+      signInLimit.close();
       await issuer.close();
       log.info({ cut_requests: cut }, 'stopped');
     })());

@@ -30,4 +30,12 @@ export interface LoginMethod {
    * method itself keeps in the browser, so "signed out" means signed out.
    */
   endSession?(req: IncomingMessage, res: ServerResponse): void;
+  /** Is the signed-in person still valid at the source, and with which claims? (before each authorization) */
+  revalidate?(sub: string): Promise<Revalidation>;
 }
+
+export type Revalidation =
+  | { status: 'fresh' } // nothing new: the snapshot stands
+  | { status: 'updated'; claims: AccountClaims }
+  | { status: 'invalid'; reason: string } // account or session no longer valid
+  | { status: 'unavailable'; reason: string }; // could not ask: fail closed
