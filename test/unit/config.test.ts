@@ -149,8 +149,9 @@ client_secret_file = "secrets/kanidm-client"
       id_token_ttl: 600,
       session_ttl: 1800,
     },
+    auth_rate_limit: 20,
     clients: { file: '/etc/kiwi/clients.toml' },
-    upstream_oauth2: { client_id: 'kiwi-sso', client_secret_file: path.join(dir, 'secrets/kanidm-client') },
+    upstream_oauth2: { client_id: 'kiwi-sso', client_secret_file: path.join(dir, 'secrets/kanidm-client'), recheck_interval_ms: 10_000 },
     federation: {
       trusted_issuers: [],
       max_clock_skew_secs: 30,
