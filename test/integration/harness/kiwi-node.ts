@@ -27,6 +27,8 @@ export interface KiwiNodeOptions {
   listenHost?: string;
   /** Public host name of the issuer (default localhost). */
   publicHost?: string;
+  /** Keep only the last N output chunks (benchmarks: the request log grows without bound). */
+  keepOutput?: number;
 }
 
 export interface CliResult {
@@ -133,8 +135,12 @@ export class KiwiNode {
       env: { ...process.env, HOME: this.cliHome },
     });
     const child = this.child;
-    child.stdout!.on('data', (d) => this.out.push(String(d)));
-    child.stderr!.on('data', (d) => this.out.push(String(d)));
+    const keep = (d: Buffer) => {
+      this.out.push(String(d));
+      if (this.o.keepOutput && this.out.length > this.o.keepOutput * 2) this.out.splice(0, this.out.length - this.o.keepOutput);
+    };
+    child.stdout!.on('data', keep);
+    child.stderr!.on('data', keep);
     await this.until('readiness', async () => {
       if (child.exitCode !== null) throw new Error(`kiwi-id run exited with ${child.exitCode}`);
       return (await this.get('/readyz')).status === 200;
