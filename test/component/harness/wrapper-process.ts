@@ -23,10 +23,12 @@ export interface WrapperProcessOptions {
   listenPort?: number;
   /** Upstream loopback port (default: a free one). */
   upstreamPort?: number;
-  /** Further top-level config lines, e.g. `workers = 2`. */
-  extraConfig?: string[];
   /** Readiness check (default: GET /readyz from this process). */
   ready?: (w: WrapperProcess) => Promise<boolean>;
+  /** Lines appended to config.toml (e.g. node_id and the [gossip]/[cluster] tables). */
+  extraConfig?: readonly string[];
+  /** start(): runs after the files are written and before `kiwi-id run` (e.g. `cluster join`). */
+  beforeRun?: (w: WrapperProcess) => void | Promise<void>;
 }
 
 export class WrapperProcess {
@@ -68,6 +70,7 @@ export class WrapperProcess {
   /** Writes the files, starts `kiwi-id run`, resolves once /readyz says ready. */
   async start(): Promise<void> {
     await this.prepare();
+    await this.o.beforeRun?.(this);
     await this.launch();
   }
 

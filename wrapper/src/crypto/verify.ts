@@ -43,7 +43,12 @@ export interface JWTPayload {
  * as served at /oauth2/keys). With more than one key (e.g. during a
  * rotation) the token's `kid` picks the key.
  */
-export type VerificationKeys = string | KeyObject | JsonWebKey | { keys: JsonWebKey[] } | Array<string | KeyObject | JsonWebKey>;
+export type VerificationKeys = string | KeyObject | JsonWebKey | PublicJwks | Array<string | KeyObject | JsonWebKey>;
+
+/** A JWK Set, e.g. a Kiwi ID cluster's /oauth2/keys (every node signs with its own key). */
+export interface PublicJwks {
+  keys: readonly JsonWebKey[];
+}
 
 export class TokenError extends Error {
   constructor(
@@ -143,7 +148,7 @@ function preparedKeys(keys: VerificationKeys): { set: boolean; keys: PreparedKey
   const set = Array.isArray(keys) || ('keys' in keys && Array.isArray(keys.keys));
   let prepared = objectCache.get(keys);
   if (!prepared) {
-    const list = Array.isArray(keys) ? keys : set ? (keys as { keys: JsonWebKey[] }).keys : [keys as KeyObject | JsonWebKey];
+    const list = Array.isArray(keys) ? keys : set ? (keys as PublicJwks).keys : [keys as KeyObject | JsonWebKey];
     if (list.length === 0) throw new TokenError('no verification key given', 'ERR_JWKS_INVALID');
     prepared = list.map(prepareOne);
     objectCache.set(keys, prepared);

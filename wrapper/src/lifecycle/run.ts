@@ -19,10 +19,16 @@ import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { UpstreamProxy } from '../server/proxy.js';
 import { readSecretFile } from '../files/secret-file.js';
 import { SqliteStateStore } from '../state/store.js';
+import { startCluster } from '../cluster/index.js';
+import type { KanidmControl } from '../cluster/kanidm-replication.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { verifyPinned } from '../upstream/pin.js';
 import { Supervisor } from '../upstream/supervisor.js';
 import { startPrimary, startWorker } from './cluster.js';
 import { proxyAgent, undiciAgent, upstreamTls } from '../upstream/tls.js';
+
+const execFileAsync = promisify(execFile);
 
 export interface Running {
   log: Logger;
@@ -43,7 +49,7 @@ const SWEEP_INTERVAL_MS = 60_000;
  * The state store's upkeep: expired records swept, live records counted for
  * /metrics. One process does it (the only one, or the cluster primary).
  */
-export function keepState(store: SqliteStateStore, log: Logger, metrics: Metrics): () => void {
+export function keepState(store: Pick<SqliteStateStore, 'countLive' | 'sweep'>, log: Logger, metrics: Metrics): () => void {
   metrics.observeState(() => store.countLive());
   const sweeper = setInterval(() => {
     store.sweep().catch((err) => log.error({ err_message: (err as Error).message }, 'state sweep failed'));
@@ -54,7 +60,10 @@ export function keepState(store: SqliteStateStore, log: Logger, metrics: Metrics
 /** The OIDC issuer and what it needs: signing key, state store, clients, login at Kanidm. */
 async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher, metrics: Metrics, ownsState: boolean) {
   const key = await loadSigningKey(cfg.jwt_private_key, cfg.jwt_public_key);
-  const store = new SqliteStateStore({ dataDir: cfg.data_dir });
+  const local = new SqliteStateStore({ dataDir: cfg.data_dir, nodeId: cfg.cluster.enabled ? cfg.cluster.node_id : undefined });
+  // With [gossip] peers this node is one of several serving as one IdP (cluster/).
+  const cluster = await startCluster(cfg, local, key, childLogger(log, 'cluster'), metrics.registry);
+  const store = cluster?.store ?? local;
   const stopUpkeep = ownsState ? keepState(store, log, metrics) : () => undefined;
   const secretFile = cfg.upstream_oauth2.client_secret_file;
   let login: KanidmLogin | null = null;
@@ -79,11 +88,11 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     config: cfg.federation, issuer: cfg.issuer, store, directory: kanidmDirectory(cfg, dispatcher),
     log: childLogger(log, 'federation'), registry: metrics.registry,
   });
-  const { route } = createIssuer({
+  const { route, provider } = createIssuer({
     issuer: cfg.issuer,
     key,
     store,
-    clients: new ClientsSource(cfg.clients.file, childLogger(log, 'clients')),
+    clients: cluster?.clients ?? new ClientsSource(cfg.clients.file, childLogger(log, 'clients')),
     login,
     ttl: cfg.tokens,
     cookieKeys: loadOrCreateCookieKeys(join(cfg.data_dir, 'cookie-keys')),
@@ -91,12 +100,14 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     countEvent: (event) => metrics.oidcEvents.inc({ event }),
     extensions: federation.extension && [federation.extension],
   });
+  cluster?.attachIssuer(provider);
   const close = async () => {
     stopUpkeep();
     await federation.close();
+    await cluster?.close();
     await store.close();
   };
-  return { route, close };
+  return { route, close, cluster };
 }
 
 /** What the upstream's health looks like to the listener (the supervisor itself, or its state relayed to a worker). */
@@ -152,7 +163,7 @@ export async function serveListener(
     await dispatcher.close();
     await issuer.close();
   };
-  return { frontDoor, close };
+  return { frontDoor, close, cluster: issuer.cluster };
 }
 
 /** The supervised Kanidm, its health mirrored into the metrics. */
@@ -178,7 +189,12 @@ export function createSupervisor(cfg: KiwiConfig, log: Logger, metrics: Metrics)
 
 export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
   // More than one worker: the primary supervises Kanidm, the workers serve (lifecycle/cluster.ts).
-  if (cfg.workers > 1) return cluster.isPrimary ? startPrimary(cfg) : startWorker(cfg);
+  if (cfg.workers > 1) {
+    // The multi-node cluster (gossip listener, Kanidm replication) lives in
+    // the one process that serves; it has not been split over workers yet.
+    if (cfg.cluster.enabled) throw new Error(`${cfg.config_file}: workers: more than 1 is not supported together with [gossip]/[cluster] yet`);
+    return cluster.isPrimary ? startPrimary(cfg) : startWorker(cfg);
+  }
   const log = createLogger({ level: cfg.log_level, logDir: cfg.log_dir, component: 'wrapper' });
   // Refuse to start at all (not merely fail to restart later) when the
   // installed Kanidm is not the pinned one.
@@ -201,9 +217,37 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     })());
 
   await supervisor.start();
+  // Kiwi ID coordinates Kanidm's replication partners once Kanidm runs (in the background:
+  // partners appear as other nodes publish their certificates).
+  listener.cluster?.startKanidmReplication(cfg.upstream_config, kanidmControl(cfg, supervisor)).catch((err) =>
+    log.error({ err_message: (err as Error).message }, 'Kanidm replication coordination failed'),
+  );
   const addr = await frontDoor.listen();
   log.info({ listen: `${addr.address}:${addr.port}`, issuer: cfg.issuer }, 'listening');
   return { log, metrics, supervisor, frontDoor, shutdown, reloadTls: () => void frontDoor.reloadTls() };
+}
+
+/** What the cluster's Kanidm replication coordinator may do to Kanidm: admin commands, restart. */
+function kanidmControl(cfg: KiwiConfig, supervisor: Supervisor): KanidmControl {
+  const admin = async (...args: string[]) => {
+    const { stdout, stderr } = await execFileAsync(cfg.upstream_bin, [...args, '-c', cfg.upstream_config], { maxBuffer: 1 << 20 });
+    return stdout + stderr;
+  };
+  return {
+    showCertificate: async () => {
+      await supervisor.waitHealthy();
+      return admin('show-replication-certificate');
+    },
+    refreshConsumer: async () => {
+      await supervisor.waitHealthy();
+      await admin('refresh-replication-consumer', '--i-want-to-refresh-this-servers-database');
+    },
+    restart: async () => {
+      await supervisor.stop();
+      await supervisor.start();
+      await supervisor.waitHealthy();
+    },
+  };
 }
 
 /** Process glue: signals and exit codes. */
