@@ -178,7 +178,12 @@ http {
   const child = spawn('nginx', ['-p', dir, '-c', conf, '-e', path.join(dir, 'error.log')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr!.on('data', (d) => (err += d));
-  await until(`nginx on ${port}`, () => get(port, '/status', node.caPath).then((s) => s === 200), () => (child.exitCode !== null ? `nginx exited: ${err}` : ''), 30_000);
+  try {
+    await until(`nginx on ${port}`, () => get(port, '/status', node.caPath).then((s) => s === 200), () => (child.exitCode !== null ? `nginx exited: ${err}` : ''), 30_000);
+  } catch (e) {
+    child.kill('SIGQUIT'); // not returned to the caller, so not stopped by its cleanup
+    throw e;
+  }
   return { port, child };
 }
 
