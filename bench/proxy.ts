@@ -260,6 +260,17 @@ const nginxDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-bench-nginx-'));
 let nginx: { port: number; child: ChildProcess } | null = null;
 let failures = 0;
 const summary: string[] = [];
+let cleaned: Promise<void> | null = null;
+/** Stops what the run started (nginx, kiwi-id and its Kanidm) and removes their files; also on Ctrl-C. */
+const cleanup = () =>
+  (cleaned ??= (async () => {
+    nginx?.child.kill('SIGQUIT');
+    if (nginx && nginx.child.exitCode === null) await new Promise((r) => nginx!.child.once('exit', r));
+    fs.rmSync(nginxDir, { recursive: true, force: true });
+    await node.close();
+    for (const a of agents.values()) await a.close();
+  })());
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void cleanup().finally(() => process.exit(130)));
 try {
   await initKiwi(node);
   for (const workers of workerCounts) {
@@ -274,11 +285,7 @@ try {
     process.exitCode = 1;
   }
 } finally {
-  nginx?.child.kill('SIGQUIT');
-  if (nginx && nginx.child.exitCode === null) await new Promise((r) => nginx!.child.once('exit', r));
-  fs.rmSync(nginxDir, { recursive: true, force: true });
-  await node.close();
-  for (const a of agents.values()) await a.close();
+  await cleanup();
 }
 
 async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProcess }, workers: number): Promise<void> {
