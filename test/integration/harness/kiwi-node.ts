@@ -79,6 +79,7 @@ export class KiwiNode {
     const host = this.o.listenHost ?? '127.0.0.1';
     const publicHost = this.o.publicHost ?? 'localhost';
     this.base = `https://${publicHost}:${this.listenPort}`;
+    const overridden = new Set((this.o.extraConfig ?? []).map((line) => line.split('=')[0]!.trim()));
     fs.writeFileSync(
       this.config,
       [
@@ -95,9 +96,11 @@ export class KiwiNode {
         'jwt_public_key = "jwt-public.pem"',
         'data_dir = "data"',
         'log_dir = "log"',
-        'health_check_interval = "1s"',
-        'health_check_timeout = "30s"',
-        'drain_timeout = "10s"',
+        ...[
+          'health_check_interval = "1s"',
+          'health_check_timeout = "30s"',
+          'drain_timeout = "10s"',
+        ].filter((line) => !overridden.has(line.split(' = ')[0]!)), // extraConfig may set these
         ...(this.o.extraConfig ?? []),
         '',
         ...(this.o.extraSections ?? []),
@@ -125,8 +128,12 @@ export class KiwiNode {
     return r;
   }
 
-  /** Starts `kiwi-id run`; resolves once /readyz is 200 (Kanidm healthy). */
-  async start(): Promise<void> {
+  /**
+   * Starts `kiwi-id run`; resolves once /readyz is 200 (Kanidm healthy), or
+   * with `{ ready: false }` once the wrapper answers /healthz (Kanidm may be
+   * failing: crash-loop tests).
+   */
+  async start(o: { ready?: boolean } = {}): Promise<void> {
     this.dispatcher ??= new Agent({ connect: { ca: fs.readFileSync(this.caPath) } });
     this.child = spawn(process.execPath, [KIWI, '-c', this.config, 'run'], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -135,9 +142,10 @@ export class KiwiNode {
     const child = this.child;
     child.stdout!.on('data', (d) => this.out.push(String(d)));
     child.stderr!.on('data', (d) => this.out.push(String(d)));
-    await this.until('readiness', async () => {
+    const probe = o.ready === false ? '/healthz' : '/readyz';
+    await this.until(o.ready === false ? 'liveness' : 'readiness', async () => {
       if (child.exitCode !== null) throw new Error(`kiwi-id run exited with ${child.exitCode}`);
-      return (await this.get('/readyz')).status === 200;
+      return (await this.get(probe)).status === 200;
     });
   }
 
@@ -180,6 +188,13 @@ export class KiwiNode {
   /** The pid of the kanidmd the wrapper supervises now (from its log). */
   kanidmdPid(): number | undefined {
     return this.lines().filter((l) => l.msg === 'upstream started').at(-1)?.pid;
+  }
+
+  /** One sample of the wrapper's /metrics (first series named `name`), or undefined. */
+  async metric(name: string): Promise<number | undefined> {
+    const text = (await this.get('/metrics')).text;
+    const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : undefined;
   }
 
   /** `kiwi-id kanidm …` logged in as idm_admin (token cached in this node's private HOME). */

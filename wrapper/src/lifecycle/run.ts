@@ -117,6 +117,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     metrics,
     proxy,
     isReady: () => supervisor.healthy,
+    notReadyReason: () => (supervisor.crashLoop ? 'upstream crash-looping (see the log)' : `upstream not ready (${supervisor.state})`),
     routes: [issuer.route],
   });
 
