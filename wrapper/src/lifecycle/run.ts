@@ -50,6 +50,10 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
       clientSecret: readSecretFile(secretFile).trim(),
       redirectUri: cfg.issuer + LOGIN_CALLBACK,
       store,
+      domain: new URL(cfg.issuer).hostname,
+      grantTtlSeconds: Math.max(cfg.tokens.refresh_token_ttl, cfg.tokens.session_ttl),
+      freshForMs: cfg.upstream_oauth2.recheck_interval_ms,
+      log: childLogger(log, 'login'),
     });
   } else {
     log.error({ file: secretFile }, 'Kanidm OAuth2 client secret missing: user sign-in is disabled until it exists (see README, first boot)');

@@ -3,7 +3,7 @@
 // (OpenID certified); this module composes it with the pieces Kiwi ID
 // supplies: configuration, persistence, client lookup, interaction steps.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import Provider from 'oidc-provider';
+import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import { verifySecretAsync } from '../clients/clients-file.js';
 import { clientMetadata, type ClientsSource } from '../clients/clients-source.js';
@@ -73,6 +73,10 @@ export function createIssuer(o: IssuerOptions): { provider: Provider; route: Rou
     return this.clientSecret ? verifySecretAsync(actual, this.clientSecret) : Promise.resolve(false);
   } as never;
   reportEvents(provider, o.log, o.countEvent);
+  if (o.login?.endSession) {
+    const endSession = o.login.endSession.bind(o.login);
+    provider.on('end_session.success', (ctx: KoaContextWithOIDC) => endSession(ctx.req, ctx.res));
+  }
 
   const callback = provider.callback();
   const prompt = promptHandler({ provider, login: o.login, accounts, clients: o.clients, log: o.log });
