@@ -8,9 +8,8 @@ import assert from 'node:assert/strict';
 import { createHash, randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import { Agent, request } from 'undici';
-import * as OTPAuth from 'otpauth';
 import { HttpBrowser } from './harness/http-browser.js';
-import { KanidmApi, signInAtKanidmUi } from './harness/kanidm-api.js';
+import { enrolAtResetPage, KanidmApi, signInAtKanidmUi } from './harness/kanidm-api.js';
 import { KiwiNode } from './harness/kiwi-node.js';
 
 const node = new KiwiNode({ name: 'proxy' });
@@ -124,19 +123,7 @@ test("credential reset through the wrapper: `kiwi-id reset-link` opens Kanidm's 
   assert.equal(unguarded.status, unguardedDirect.status);
   assert.equal(unguarded.headers.location, unguardedDirect.headers.location);
 
-  const hx = { 'hx-request': 'true', 'hx-current-url': `${node.base}/ui/reset` };
-  const pw = await browser.fetch(`${node.base}/ui/reset/add_password`, { form, headers: hx });
-  assert.equal(pw.status, 200, pw.text.slice(0, 500));
-  const totpInit = await browser.fetch(`${node.base}/ui/reset/add_totp`, { method: 'POST', body: '', headers: hx });
-  assert.equal(totpInit.status, 200, totpInit.text.slice(0, 500));
-  const uri = /<code>(otpauth:\/\/totp\/[^<]+)<\/code>/.exec(totpInit.text)?.[1];
-  assert.ok(uri, 'the TOTP enrolment shows its otpauth URI');
-  const totp = OTPAuth.URI.parse(uri.replaceAll('&amp;', '&')) as OTPAuth.TOTP;
-  const added = await browser.fetch(`${node.base}/ui/api/add_totp`, { form: { name: 'phone', checkTOTPCode: totp.generate(), ignoreBrokenApp: 'false' }, headers: hx });
-  assert.equal(added.status, 200, added.text.slice(0, 500));
-  assert.doesNotMatch(added.text, /Incorrect TOTP code/);
-  const commit = await browser.fetch(`${node.base}/ui/api/cu_commit`, { method: 'POST', body: '', headers: hx });
-  assert.ok(commit.status < 400, `commit: ${commit.status} ${commit.text.slice(0, 300)}`);
+  const totp = await enrolAtResetPage(browser, node.base, password);
 
   // Carol now signs in through the wrapper with what she set on that page.
   const bearer = await api.login('proxy_carol', { password, totp });

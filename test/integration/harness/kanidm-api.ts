@@ -174,3 +174,35 @@ export async function signInAtKanidmUi(browser: HttpBrowser, base: string, usern
   }
   throw new Error(`Kanidm login for ${username} did not finish: ${step.url} ${step.status}`);
 }
+
+/**
+ * What a person does on Kanidm's credential-reset page (htmx partials, so
+ * each step carries HX-Request as the page's script sends it): add a
+ * password, add a TOTP (its secret read from the page's otpauth URI), save.
+ * The browser must already have opened the reset link (Kanidm's
+ * cu-session-token cookie). Returns the enrolled TOTP generator.
+ */
+export async function enrolAtResetPage(browser: HttpBrowser, base: string, password: string): Promise<OTPAuth.TOTP> {
+  const hx = { 'hx-request': 'true', 'hx-current-url': `${base}/ui/reset` };
+  const expect = (step: Step, what: string) => {
+    if (step.status >= 400) {
+      // Kanidm's reasons (e.g. password quality feedback) are list items in the partial.
+      const why = [...step.text.matchAll(/<li>([^<]+)<\/li>/g)].map((m) => m[1]!.trim()).join('; ');
+      throw new Error(`reset page, ${what}: HTTP ${step.status} ${why || step.text.slice(0, 300)}`);
+    }
+    return step;
+  };
+  expect(await browser.fetch(`${base}/ui/reset/add_password`, { form: { new_password: password, new_password_check: password }, headers: hx }), 'password');
+  const init = expect(await browser.fetch(`${base}/ui/reset/add_totp`, { method: 'POST', body: '', headers: hx }), 'TOTP');
+  const uri = /<code>(otpauth:\/\/totp\/[^<]+)<\/code>/.exec(init.text)?.[1];
+  if (!uri) throw new Error(`reset page shows no otpauth URI: ${init.text.slice(0, 300)}`);
+  const totp = OTPAuth.URI.parse(uri.replaceAll('&amp;', '&'));
+  if (!(totp instanceof OTPAuth.TOTP)) throw new Error(`not a TOTP URI: ${uri}`);
+  const added = expect(
+    await browser.fetch(`${base}/ui/api/add_totp`, { form: { name: 'phone', checkTOTPCode: totp.generate(), ignoreBrokenApp: 'false' }, headers: hx }),
+    'TOTP check',
+  );
+  if (/Incorrect TOTP code/.test(added.text)) throw new Error('Kanidm refused the TOTP code');
+  expect(await browser.fetch(`${base}/ui/api/cu_commit`, { method: 'POST', body: '', headers: hx }), 'save');
+  return totp;
+}
