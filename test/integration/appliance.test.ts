@@ -141,3 +141,34 @@ test('a second boot changes no key, no certificate, no secret, and loses no user
   assert.ok(r.claims, r.error);
   assert.equal(r.claims.preferred_username, 'alice');
 });
+
+test('upgrade path: an upstream binary that does not match the pin is refused with a clear error; nothing changes and the running Kanidm keeps serving', { skip }, async () => {
+  const running = app.lines().filter((l) => l.msg === 'upstream started').at(-1)?.pid as number;
+  const installed = sha256(app.file('/opt/upstream/bin/kanidmd'));
+  const pinned = readPin(app.file('/opt/kiwi/compatibility.toml')).checksums['bin/kanidmd'];
+  // A "new" Kanidm staged in the appliance: any build but the pinned one (here: one byte more).
+  await operator(['sh', '-c', 'mkdir -p /var/tmp/kanidm-new/bin && cp /opt/upstream/bin/kanidm /opt/upstream/bin/kanidmd /var/tmp/kanidm-new/bin/ && printf x >> /var/tmp/kanidm-new/bin/kanidmd']);
+  const other = `sha256:${sha256(app.file('/var/tmp/kanidm-new/bin/kanidmd'))}`;
+
+  const refused = await app.exec(['kiwi-id', 'upstream', 'install', '/var/tmp/kanidm-new']);
+  assert.equal(refused.exitCode, 1, refused.stdout);
+  assert.equal(
+    refused.stderr.trim(),
+    `kiwi-id: upstream install: refused, nothing was changed (the running Kanidm keeps serving): /var/tmp/kanidm-new/bin/kanidmd does not match the pin of this Kiwi ID: expected ${pinned} (/opt/kiwi/compatibility.toml), got ${other}`,
+  );
+  assert.equal(sha256(app.file('/opt/upstream/bin/kanidmd')), installed, 'the installed binary is untouched');
+  assert.ok(fs.existsSync(`/proc/${running}`), 'the running kanidmd was not stopped');
+  const r = await signIn();
+  assert.ok(r.claims, `still serving: ${r.error}`);
+
+  // Placed by hand past the check, the wrong binary is named by `upstream verify`; the
+  // running Kanidm still serves, and the pinned build goes back through `upstream install`.
+  await operator(['sh', '-c', 'mkdir -p /var/tmp/kanidm-pinned/bin && cp /opt/upstream/bin/kanidm /opt/upstream/bin/kanidmd /var/tmp/kanidm-pinned/bin/ && install -m 0755 /var/tmp/kanidm-new/bin/kanidmd /opt/upstream/bin/kanidmd']);
+  const verify = await app.exec(['kiwi-id', 'upstream', 'verify']);
+  assert.equal(verify.exitCode, 1);
+  assert.match(verify.stderr, new RegExp(`/opt/upstream/bin/kanidmd does not match the pin of this Kiwi ID: expected ${pinned} .* got ${other}`));
+  assert.ok((await signIn()).claims, 'the running Kanidm keeps serving');
+  assert.match(await operator(['kiwi-id', 'upstream', 'install', '/var/tmp/kanidm-pinned']), /^installed \/opt\/upstream\/bin\/kanidmd$/m);
+  assert.match(await operator(['kiwi-id', 'upstream', 'verify']), /^verified \/opt\/upstream\/bin\/kanidmd /m);
+  assert.ok(fs.existsSync(`/proc/${running}`), 'the same kanidmd served throughout');
+});

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerClientCommands } from './client.js';
 import { registerKanidmCommands } from './kanidm.js';
+import { registerUpstreamCommands } from './upstream.js';
 import { ClientsFileError, loadClients } from '../clients/clients-file.js';
 import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from '../config/config.js';
 import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from '../lifecycle/first-boot.js';
@@ -135,6 +136,7 @@ export function buildCli(): Command {
 
   registerClientCommands(program, () => loadOrExit(configPath(program.opts().config)).clients.file);
   registerKanidmCommands(program, () => loadOrExit(configPath(program.opts().config)));
+  registerUpstreamCommands(program, () => loadOrExit(configPath(program.opts().config)));
 
   return program;
 }
