@@ -136,6 +136,13 @@ client_secret_file = "secrets/kanidm-client"
     },
     clients: { file: '/etc/kiwi/clients.toml' },
     upstream_oauth2: { client_id: 'kiwi-sso', client_secret_file: path.join(dir, 'secrets/kanidm-client') },
+    federation: {
+      trusted_issuers: [],
+      max_clock_skew_secs: 30,
+      max_assertion_lifetime_secs: 3600,
+      kanidm_token_file: path.join(dir, 'data/kanidm-reader.token'),
+      upstream_idps: [],
+    },
   });
   assert.ok(Object.isFrozen(c) && Object.isFrozen(c.tokens) && Object.isFrozen(c.clients));
 });

@@ -14,6 +14,7 @@ import { addClient, saveClients, type ClientInput, type ClientRecord } from '../
 import { generateSigningKeyPair, loadSigningKey, type SigningKey } from '../../../wrapper/src/crypto/keys.js';
 import { createLogger } from '../../../wrapper/src/telemetry/log.js';
 import { localCertificate } from './certs.js';
+import { closeAll } from './cleanup.js';
 import { SqliteStateStore } from '../../../wrapper/src/state/store.js';
 import { FrontDoor, type Route } from '../../../wrapper/src/server/front-door.js';
 import { createMetrics } from '../../../wrapper/src/telemetry/metrics.js';
@@ -22,6 +23,14 @@ import { proxyAgent, upstreamTls } from '../../../wrapper/src/upstream/tls.js';
 import { ClientsSource } from '../../../wrapper/src/clients/clients-source.js';
 import { createIssuer } from '../../../wrapper/src/oidc/issuer.js';
 import type { LoginMethod } from '../../../wrapper/src/oidc/login/method.js';
+import type { IssuerExtensionFactory } from '../../../wrapper/src/oidc/extension.js';
+
+export interface IssuerHarnessOptions {
+  /** Host name in the issuer URL (default localhost; a second issuer uses 127.0.0.1 so browser cookies stay apart). */
+  host?: 'localhost' | '127.0.0.1';
+  /** Extensions plugged into the issuer (federation), made when the issuer URL is known. */
+  extensions?: (h: IssuerHarness) => IssuerExtensionFactory[];
+}
 
 export const TTL = { access_token_ttl: 300, refresh_token_ttl: 3600, auth_code_ttl: 60, id_token_ttl: 300, session_ttl: 3600 };
 
@@ -52,6 +61,7 @@ export class IssuerHarness {
   constructor(
     private readonly login: (h: IssuerHarness) => LoginMethod | null,
     private readonly alg: 'ES256' | 'EdDSA' | 'RS256' = 'ES256',
+    private readonly opts: IssuerHarnessOptions = {},
   ) {
     this.dispatcher = new Agent({ connect: { ca: fs.readFileSync(this.tls.caPath) } });
   }
@@ -85,7 +95,7 @@ export class IssuerHarness {
       routes: [{ name: 'oidc', matches: (p) => this.route.matches(p), handle: (q, s, p) => this.route.handle(q, s, p) }],
     });
     const addr = await this.front.listen();
-    this.issuer = `https://localhost:${addr.port}`;
+    this.issuer = `https://${this.opts.host ?? 'localhost'}:${addr.port}`;
     this.startIssuer();
   }
 
@@ -107,6 +117,7 @@ export class IssuerHarness {
       cookieKeys: this.cookieKeys,
       log: this.log,
       countEvent: (e) => (this.events[e] = (this.events[e] ?? 0) + 1),
+      extensions: this.opts.extensions?.(this),
     });
     this.provider = made.provider;
     this.route = made.route;
@@ -125,11 +136,14 @@ export class IssuerHarness {
     saveClients(this.clientsFile, this.clients);
   }
 
-  async close(): Promise<void> {
-    await this.front.drain();
-    await this.store.close();
-    await this.dispatcher.close();
-    fs.rmSync(this.root, { recursive: true, force: true });
+  /** Closes whatever start() got to open, even after a failed start or test. */
+  close(): Promise<void> {
+    return closeAll(
+      () => this.front?.drain(),
+      () => this.store?.close(),
+      () => this.dispatcher.close(),
+      () => fs.rmSync(this.root, { recursive: true, force: true }),
+    );
   }
 
   async http(p: string, init: HttpInit = {}) {

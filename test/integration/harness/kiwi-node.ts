@@ -27,6 +27,8 @@ export interface KiwiNodeOptions {
   listenHost?: string;
   /** Public host name of the issuer (default localhost). */
   publicHost?: string;
+  /** Keep only the last N output chunks (benchmarks: the request log grows without bound). */
+  keepOutput?: number;
 }
 
 export interface CliResult {
@@ -39,6 +41,7 @@ export class KiwiNode {
   readonly root: string;
   readonly config: string;
   readonly out: string[] = [];
+  private readonly parsed: Array<Record<string, any>> = [];
   listenPort = 0;
   upstreamPort = 0;
   base = '';
@@ -140,8 +143,26 @@ export class KiwiNode {
       env: { ...process.env, HOME: this.cliHome },
     });
     const child = this.child;
-    child.stdout!.on('data', (d) => this.out.push(String(d)));
-    child.stderr!.on('data', (d) => this.out.push(String(d)));
+    const keep = (d: Buffer) => {
+      this.out.push(String(d));
+      if (this.o.keepOutput && this.out.length > this.o.keepOutput * 2) this.out.splice(0, this.out.length - this.o.keepOutput);
+    };
+    // Each line is parsed once, as it arrives: tests poll lines() while a
+    // load run logs thousands of requests a second.
+    const parseLines = () => {
+      let partial = '';
+      return (d: Buffer) => {
+        const parts = (partial + String(d)).split('\n');
+        partial = parts.pop()!;
+        for (const l of parts) if (l) this.parsed.push(parseLine(l));
+        const max = this.o.keepOutput ? this.o.keepOutput * 16 : Infinity;
+        if (this.parsed.length > max * 2) this.parsed.splice(0, this.parsed.length - max);
+      };
+    };
+    for (const stream of [child.stdout!, child.stderr!]) {
+      stream.on('data', keep);
+      stream.on('data', parseLines());
+    }
     const probe = o.ready === false ? '/healthz' : '/readyz';
     await this.until(o.ready === false ? 'liveness' : 'readiness', async () => {
       if (child.exitCode !== null) throw new Error(`kiwi-id run exited with ${child.exitCode}`);
@@ -174,15 +195,9 @@ export class KiwiNode {
     return this.out.join('').slice(-n);
   }
 
-  /** JSON log lines of the running wrapper. */
+  /** JSON log lines of the wrapper (complete lines, every run of this node; `{raw}` for other output). */
   lines(): Array<Record<string, any>> {
-    return this.out.join('').split('\n').filter(Boolean).map((l) => {
-      try {
-        return JSON.parse(l);
-      } catch {
-        return { raw: l };
-      }
-    });
+    return this.parsed.slice();
   }
 
   /** The pid of the kanidmd the wrapper supervises now (from its log). */
@@ -246,4 +261,12 @@ export async function killStrays(root: string): Promise<number[]> {
     }
   }
   return killed;
+}
+
+function parseLine(l: string): Record<string, any> {
+  try {
+    return JSON.parse(l);
+  } catch {
+    return { raw: l };
+  }
 }

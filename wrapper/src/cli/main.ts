@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerClientCommands } from './client.js';
+import { registerFederationCommands } from './federation.js';
 import { registerKanidmCommands } from './kanidm.js';
 import { registerUpstreamCommands } from './upstream.js';
 import { ClientsFileError, loadClients } from '../clients/clients-file.js';
@@ -135,6 +136,7 @@ export function buildCli(): Command {
     });
 
   registerClientCommands(program, () => loadOrExit(configPath(program.opts().config)).clients.file);
+  registerFederationCommands(program, { config: () => loadOrExit(configPath(program.opts().config), { checkFiles: false }) });
   registerKanidmCommands(program, () => loadOrExit(configPath(program.opts().config)));
   registerUpstreamCommands(program, () => loadOrExit(configPath(program.opts().config)));
 

@@ -13,7 +13,8 @@ import { isTable, TableReader, tomlType, type Table } from '../config/toml-types
 // ---------------------------------------------------------------------------
 // Types
 
-export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
+// jwt-bearer: RFC 7523 assertions from trusted issuers about linked identities (federation/jwt-bearer.ts).
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:jwt-bearer'] as const;
 export type GrantType = (typeof GRANT_TYPES)[number];
 
 export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'] as const;

@@ -38,7 +38,11 @@ export interface FrontDoorOptions {
   /** Why not, for the /readyz body (e.g. "upstream crash-looping"). */
   notReadyReason?: () => string;
   routes?: Route[];
+  /** Checks before routing; a guard that answers the request returns true (e.g. the sign-in rate limit). */
+  guards?: Guard[];
 }
+
+export type Guard = (req: IncomingMessage, res: ServerResponse, pathname: string, requestId: string) => boolean;
 
 const HEALTH_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 /** On drain, how long open connections may still bring a request (answered with Connection: close). */
@@ -191,6 +195,7 @@ export class FrontDoor {
       sendErrorPage(req, res, 500, 'Internal error.', { requestId });
     };
     try {
+      for (const guard of this.o.guards ?? []) if (guard(req, res, pathname, requestId)) return;
       switch (route) {
         case 'healthz':
           return this.plain(res, 200, 'ok\n');
