@@ -147,7 +147,7 @@ describe('kill -9, SIGHUP and SIGTERM under load', () => {
     assert.equal(code, 0, `wrapper exit code\n${node.tail()}`);
     const inFlight = load.outcomes.filter((o) => o.sent < signalledAt);
     const failed = inFlight.filter((o) => o.status !== 200);
-    assert.deepEqual(failed.slice(0, 10), [], `requests sent before SIGTERM that did not get 200: ${summarize(failed)}`);
+    assert.deepEqual(failed.slice(0, 10), [], `requests sent before SIGTERM (at ${signalledAt}) that did not get 200: ${summarize(failed)}`);
     assert.ok(inFlight.some((o) => o.ended > signalledAt), 'some requests were in flight when the signal came');
     // After the signal: answers, or a refused connection once the listener is
     // closed (the request never left the client); never a cut connection.

@@ -29,6 +29,7 @@ export const ISSUER = 'https://id.kiwistack.internal:8443';
 const LAYERS = ['etc', 'opt', 'var', 'usr'] as const;
 const OWN_DIRS = ['etc/kiwi', 'opt/upstream', 'opt/kiwi', 'var/lib/kiwi', 'var/lib/upstream', 'var/log/kiwi', 'usr/lib/kiwi-id', 'usr/share/kanidm'];
 const FIXTURE = path.join(REPO, 'test/integration/fixtures/kiwi-service.ts');
+const RUN = process.env.KIWI_TEST_RUN ?? 'manual';
 
 /** Why the appliance cannot run here, or undefined when it can. */
 export function unavailable(): string | undefined {
@@ -48,8 +49,9 @@ export interface ExecResult {
 
 export class Appliance {
   readonly tag = randomBytes(3).toString('hex');
-  readonly nsApp = `kiwi-app-${this.tag}`;
-  readonly nsService = `kiwi-svc-${this.tag}`;
+  // Unique per run (scripts/test sets KIWI_TEST_RUN and removes, and fails on, any left over).
+  readonly nsApp = `kiwi-app-${RUN}-${this.tag}`;
+  readonly nsService = `kiwi-svc-${RUN}-${this.tag}`;
   readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-it-appliance-'));
   readonly rootfs = path.join(this.dir, 'rootfs');
   readonly state = path.join(this.dir, 'state');
