@@ -122,6 +122,10 @@ test("Kanidm's 127.0.0.1:8443 is not reachable from 10.10.20.11: only the wrappe
   assert.equal(wrapper.text?.trim(), 'ready', 'the bridge address is the wrapper (only it has /readyz)');
   const kanidm = await app.service<{ error?: string }>({ action: 'probe', url: 'https://127.0.0.1:8443/status', ca: service.ca });
   assert.equal(kanidm.error, 'ECONNREFUSED');
+  // Kanidm's UI files come from the layout (the host's copy is hidden in the appliance).
+  const css = await app.service<{ status?: number; text?: string }>({ action: 'probe', url: `https://${APP_IP}:8443/pkg/style.css`, ca: service.ca });
+  assert.equal(css.status, 200);
+  assert.equal(css.text, fs.readFileSync(path.join(app.rootfs, 'usr/share/kanidm/ui/hpkg/style.css'), 'utf8'));
 });
 
 test('a second boot changes no key, no certificate, no secret, and loses no user', { skip }, async () => {
