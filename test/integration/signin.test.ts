@@ -20,7 +20,8 @@ import { KiwiNode } from './harness/kiwi-node.js';
 
 // Every authorization asks Kanidm whether the sign-in is still valid (no reuse window),
 // so group and account changes are visible to the very next request.
-const node = new KiwiNode({ name: 'signin', extraSections: ['[upstream_oauth2]', 'recheck_interval = "0s"'] });
+// This file signs in many times from one address; the per-address limit has its own test.
+const node = new KiwiNode({ name: 'signin', extraConfig: ['auth_rate_limit = 1000'], extraSections: ['[upstream_oauth2]', 'recheck_interval = "0s"'] });
 const services: Record<string, { url: string; close: () => Promise<void> }> = {};
 const secrets: Record<string, string> = {};
 let browser: Awaited<ReturnType<typeof launchTrusting>>;

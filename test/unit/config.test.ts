@@ -85,6 +85,21 @@ drain_timeout = "3s"
 upstream_timeout = "1h"
 max_body_size = "64KiB"
 max_header_size = 8192
+node_id = "kiwi-1.bridge"
+issuer_aliases = ["https://10.10.20.10:9443"]
+
+[gossip]
+peers = ["https://kiwi-1.bridge:8445", "https://kiwi-2.bridge:8445/"]
+interval_secs = 2
+allowed_node_ids = ["kiwi-1.bridge", "kiwi-2.bridge"]
+tombstone_ttl_secs = 3600
+
+[cluster]
+distributed_mode = "forwarding"
+quorum_k = 2
+quorum_timeout_ms = 250
+quorum_fallback = true
+kanidm_replication_addr = "10.10.20.10:8444"
 
 [tokens]
 access_token_ttl = 300
@@ -134,14 +149,23 @@ client_secret_file = "secrets/kanidm-client"
       id_token_ttl: 600,
       session_ttl: 1800,
     },
+    auth_rate_limit: 20,
     clients: { file: '/etc/kiwi/clients.toml' },
-    upstream_oauth2: { client_id: 'kiwi-sso', client_secret_file: path.join(dir, 'secrets/kanidm-client') },
+    upstream_oauth2: { client_id: 'kiwi-sso', client_secret_file: path.join(dir, 'secrets/kanidm-client'), recheck_interval_ms: 10_000 },
     federation: {
       trusted_issuers: [],
       max_clock_skew_secs: 30,
       max_assertion_lifetime_secs: 3600,
       kanidm_token_file: path.join(dir, 'data/kanidm-reader.token'),
       upstream_idps: [],
+    },
+    cluster: {
+      node_id: 'kiwi-1.bridge',
+      issuer_aliases: ['https://10.10.20.10:9443'],
+      // The entry naming this node is this node: its port is the gossip listener's.
+      gossip: { peers: ['https://kiwi-2.bridge:8445'], interval_secs: 2, allowed_node_ids: ['kiwi-1.bridge', 'kiwi-2.bridge'], tombstone_ttl_secs: 3600, listen_host: '::1', listen_port: 8445 },
+      cluster: { distributed_mode: 'forwarding', quorum_k: 2, quorum_timeout_ms: 250, quorum_fallback: true, kanidm_replication: true, kanidm_replication_host: '10.10.20.10', kanidm_replication_port: 8444 },
+      enabled: true,
     },
   });
   assert.ok(Object.isFrozen(c) && Object.isFrozen(c.tokens) && Object.isFrozen(c.clients));

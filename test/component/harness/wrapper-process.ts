@@ -25,6 +25,10 @@ export interface WrapperProcessOptions {
   upstreamPort?: number;
   /** Readiness check (default: GET /readyz from this process). */
   ready?: (w: WrapperProcess) => Promise<boolean>;
+  /** Lines appended to config.toml (e.g. node_id and the [gossip]/[cluster] tables). */
+  extraConfig?: readonly string[];
+  /** start(): runs after the files are written and before `kiwi-id run` (e.g. `cluster join`). */
+  beforeRun?: (w: WrapperProcess) => void | Promise<void>;
 }
 
 export class WrapperProcess {
@@ -66,6 +70,7 @@ export class WrapperProcess {
   /** Writes the files, starts `kiwi-id run`, resolves once /readyz says ready. */
   async start(): Promise<void> {
     await this.prepare();
+    await this.o.beforeRun?.(this);
     await this.launch();
   }
 
@@ -104,6 +109,7 @@ export class WrapperProcess {
         'jwt_public_key = "jwt-public.pem"',
         'data_dir = "data"',
         'drain_timeout = "3s"',
+        ...(this.o.extraConfig ?? []),
       ].join('\n'),
     );
     this.base = `https://${publicHost}:${port}`;

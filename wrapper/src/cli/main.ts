@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerClientCommands } from './client.js';
+import { registerClusterCommands } from './cluster.js';
 import { registerFederationCommands } from './federation.js';
 import { registerKanidmCommands } from './kanidm.js';
 import { registerUpstreamCommands } from './upstream.js';
@@ -136,6 +137,7 @@ export function buildCli(): Command {
     });
 
   registerClientCommands(program, () => loadOrExit(configPath(program.opts().config)).clients.file);
+  registerClusterCommands(program, (opts) => loadOrExit(configPath(program.opts().config), opts));
   registerFederationCommands(program, { config: () => loadOrExit(configPath(program.opts().config), { checkFiles: false }) });
   registerKanidmCommands(program, () => loadOrExit(configPath(program.opts().config)));
   registerUpstreamCommands(program, () => loadOrExit(configPath(program.opts().config)));

@@ -9,6 +9,7 @@ import { parseByteSize, parseDuration } from './duration.js';
 import { isTable, TableReader, tomlType, type Table } from './toml-types.js';
 import { LOG_LEVELS, type LogLevel } from '../telemetry/log.js';
 import { checkFederationFiles, FederationKeyError, parseFederation, type FederationConfig } from './federation.js';
+import { CLUSTER_TOP_KEYS, parseClusterConfig, type ClusterConfig } from './cluster.js';
 
 export class ConfigError extends Error {
   readonly file: string;
@@ -76,6 +77,8 @@ export interface KiwiConfig {
   };
   /** External IdPs and trusted assertion issuers (config/federation.ts). */
   readonly federation: FederationConfig;
+  /** node_id, issuer_aliases, [gossip], [cluster] (config/cluster.ts). */
+  readonly cluster: ClusterConfig;
 }
 
 export interface ValidateOptions {
@@ -88,7 +91,7 @@ const TOP_KEYS = [
   'upstream_config', 'upstream_ca', 'upstream_db_path', 'compatibility_file', 'health_check_interval',
   'health_check_timeout', 'jwt_private_key', 'jwt_public_key', 'log_level', 'log_dir', 'data_dir',
   'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'auth_rate_limit', 'tokens', 'clients',
-  'upstream_oauth2', 'federation',
+  'upstream_oauth2', 'federation', ...CLUSTER_TOP_KEYS,
 ] as const;
 
 const TOKEN_DEFAULTS: TokenTtls = {
@@ -357,6 +360,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
       recheck_interval_ms: upstreamOauth2Sec.durationMs('recheck_interval', '10s', { allowZero: true }),
     }),
     federation: federationKeys(file, () => parseFederation(raw.federation, { baseDir: top.baseDir, dataDir: data_dir })),
+    cluster: parseClusterConfig(raw, listen_host, parseListenAddr, (key, problem) => new ConfigError(file, key, problem)),
   };
 
   if (opts.checkFiles ?? true) {

@@ -6,8 +6,8 @@
 // derived from the *key type* (EC P-256 -> ES256, Ed25519 -> EdDSA,
 // RSA -> RS256), never taken from the token header, so `alg: none` and
 // HS256-signed-with-the-public-key tokens fail.
-import { createPublicKey, type KeyObject } from 'node:crypto';
-import { jwtVerify, type JWTPayload } from 'jose';
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { decodeProtectedHeader, jwtVerify, type JWK, type JWTPayload } from 'jose';
 
 export interface VerifyOptions {
   issuer: string;
@@ -53,9 +53,32 @@ function publicKey(pem: string | KeyObject): KeyObject {
   return k;
 }
 
-/** Verifies signature, iss, aud, exp/nbf and returns the claims, or throws TokenError. */
-export async function verify(token: string, publicKeyPem: string | KeyObject, o: VerifyOptions): Promise<JWTPayload> {
-  const key = publicKey(publicKeyPem);
+/** A JWK Set, e.g. a Kiwi ID cluster's /oauth2/keys (every node signs with its own key). */
+export interface PublicJwks {
+  keys: readonly JWK[];
+}
+
+/** The key of a JWKS that the token's `kid` names (public members only). */
+function keyFromJwks(token: string, jwks: PublicJwks): KeyObject {
+  let kid: string | undefined;
+  try {
+    kid = decodeProtectedHeader(token).kid;
+  } catch {
+    throw new TokenError('not a JWS', 'ERR_JWS_INVALID');
+  }
+  const jwk = typeof kid === 'string' ? jwks.keys.find((k) => k.kid === kid) : undefined;
+  if (!jwk) throw new TokenError('no key in the JWKS for the token\'s kid', 'ERR_JWKS_NO_MATCHING_KEY');
+  if ('d' in jwk) throw new TokenError('JWKS contains a private key', 'unsupported_key');
+  return createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' });
+}
+
+/**
+ * Verifies signature, iss, aud, exp/nbf and returns the claims, or throws TokenError. The key
+ * is a PEM/KeyObject (one node) or a JWKS (a cluster: the key is picked by the token's `kid`;
+ * its algorithm still comes from the key type, never from the header).
+ */
+export async function verify(token: string, publicKeyPem: string | KeyObject | PublicJwks, o: VerifyOptions): Promise<JWTPayload> {
+  const key = typeof publicKeyPem === 'object' && 'keys' in publicKeyPem ? keyFromJwks(token, publicKeyPem) : publicKey(publicKeyPem);
   const alg = algorithmFor(key);
   try {
     const { payload } = await jwtVerify(token, key, {

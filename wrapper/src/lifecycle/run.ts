@@ -18,9 +18,15 @@ import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { UpstreamProxy } from '../server/proxy.js';
 import { readSecretFile } from '../files/secret-file.js';
 import { SqliteStateStore } from '../state/store.js';
+import { startCluster } from '../cluster/index.js';
+import type { KanidmControl } from '../cluster/kanidm-replication.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { verifyPinned } from '../upstream/pin.js';
 import { Supervisor } from '../upstream/supervisor.js';
 import { proxyAgent, undiciAgent, upstreamTls } from '../upstream/tls.js';
+
+const execFileAsync = promisify(execFile);
 
 export interface Running {
   log: Logger;
@@ -36,7 +42,10 @@ const SWEEP_INTERVAL_MS = 60_000;
 /** The OIDC issuer and what it needs: signing key, state store, clients, login at Kanidm. */
 async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher, metrics: Metrics) {
   const key = await loadSigningKey(cfg.jwt_private_key, cfg.jwt_public_key);
-  const store = new SqliteStateStore({ dataDir: cfg.data_dir });
+  const local = new SqliteStateStore({ dataDir: cfg.data_dir, nodeId: cfg.cluster.enabled ? cfg.cluster.node_id : undefined });
+  // With [gossip] peers this node is one of several serving as one IdP (cluster/).
+  const cluster = await startCluster(cfg, local, key, childLogger(log, 'cluster'), metrics.registry);
+  const store = cluster?.store ?? local;
   metrics.observeState(() => store.countLive());
   const sweeper = setInterval(() => {
     store.sweep().catch((err) => log.error({ err_message: (err as Error).message }, 'state sweep failed'));
@@ -64,11 +73,11 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     config: cfg.federation, issuer: cfg.issuer, store, directory: kanidmDirectory(cfg, dispatcher),
     log: childLogger(log, 'federation'), registry: metrics.registry,
   });
-  const { route } = createIssuer({
+  const { route, provider } = createIssuer({
     issuer: cfg.issuer,
     key,
     store,
-    clients: new ClientsSource(cfg.clients.file, childLogger(log, 'clients')),
+    clients: cluster?.clients ?? new ClientsSource(cfg.clients.file, childLogger(log, 'clients')),
     login,
     ttl: cfg.tokens,
     cookieKeys: loadOrCreateCookieKeys(join(cfg.data_dir, 'cookie-keys')),
@@ -76,12 +85,14 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     countEvent: (event) => metrics.oidcEvents.inc({ event }),
     extensions: federation.extension && [federation.extension],
   });
+  cluster?.attachIssuer(provider);
   const close = async () => {
     clearInterval(sweeper);
     await federation.close();
+    await cluster?.close();
     await store.close();
   };
-  return { route, close };
+  return { route, close, cluster };
 }
 
 export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
@@ -150,9 +161,37 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     })());
 
   await supervisor.start();
+  // Kiwi ID coordinates Kanidm's replication partners once Kanidm runs (in the background:
+  // partners appear as other nodes publish their certificates).
+  issuer.cluster?.startKanidmReplication(cfg.upstream_config, kanidmControl(cfg, supervisor)).catch((err) =>
+    log.error({ err_message: (err as Error).message }, 'Kanidm replication coordination failed'),
+  );
   const addr = await frontDoor.listen();
   log.info({ listen: `${addr.address}:${addr.port}`, issuer: cfg.issuer }, 'listening');
   return { log, metrics, supervisor, frontDoor, shutdown };
+}
+
+/** What the cluster's Kanidm replication coordinator may do to Kanidm: admin commands, restart. */
+function kanidmControl(cfg: KiwiConfig, supervisor: Supervisor): KanidmControl {
+  const admin = async (...args: string[]) => {
+    const { stdout, stderr } = await execFileAsync(cfg.upstream_bin, [...args, '-c', cfg.upstream_config], { maxBuffer: 1 << 20 });
+    return stdout + stderr;
+  };
+  return {
+    showCertificate: async () => {
+      await supervisor.waitHealthy();
+      return admin('show-replication-certificate');
+    },
+    refreshConsumer: async () => {
+      await supervisor.waitHealthy();
+      await admin('refresh-replication-consumer', '--i-want-to-refresh-this-servers-database');
+    },
+    restart: async () => {
+      await supervisor.stop();
+      await supervisor.start();
+      await supervisor.waitHealthy();
+    },
+  };
 }
 
 /** Process glue: signals and exit codes. */

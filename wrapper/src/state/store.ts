@@ -141,6 +141,8 @@ export class SqliteStateStore implements StateStore {
     revokeByGrantId: Database.Statement;
     sweep: Database.Statement;
     countLive: Database.Statement;
+    applyReplica: Database.Statement;
+    allLive: Database.Statement;
   };
 
   constructor(options: SqliteStateStoreOptions) {
@@ -199,6 +201,22 @@ export class SqliteStateStore implements StateStore {
       revokeByGrantId: db.prepare('DELETE FROM state_records WHERE grant_id = @grantId'),
       sweep: db.prepare('DELETE FROM state_records WHERE expires_at IS NOT NULL AND expires_at <= @now'),
       countLive: db.prepare(`SELECT model, count(*) AS n FROM state_records WHERE ${LIVE} GROUP BY model ORDER BY model`),
+      // A record as another node has it (cluster/replicated-state.ts): exact expiry and origin;
+      // the earliest consumption wins, and a live record keeps its origin.
+      applyReplica: db.prepare(`
+        INSERT INTO state_records (${COLUMNS})
+        VALUES (@model, @id, @payload, @grantId, @userCode, @uid, @expiresAt, @consumedAt, @origin)
+        ON CONFLICT (model, id) DO UPDATE SET
+          payload = excluded.payload,
+          grant_id = excluded.grant_id,
+          user_code = excluded.user_code,
+          uid = excluded.uid,
+          expires_at = excluded.expires_at,
+          consumed_at = CASE WHEN state_records.consumed_at IS NULL THEN excluded.consumed_at
+                             WHEN excluded.consumed_at IS NULL THEN state_records.consumed_at
+                             ELSE min(state_records.consumed_at, excluded.consumed_at) END,
+          origin = excluded.origin`),
+      allLive: db.prepare(`SELECT ${COLUMNS} FROM state_records WHERE ${LIVE} ORDER BY model, id`),
     };
   }
 
@@ -271,6 +289,29 @@ export class SqliteStateStore implements StateStore {
 
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
+  }
+
+  // Hooks for the cluster layer (cluster/replicated-state.ts), which replicates records between
+  // nodes: it writes records exactly as another node has them and re-reads all live ones.
+
+  /** Writes a record as replicated from another node (absolute expiry, consumed mark, origin). */
+  applyReplica(r: Omit<StateRecord, 'grantId' | 'userCode' | 'uid'>): void {
+    this.stmt.applyReplica.run({
+      model: r.model,
+      id: r.id,
+      payload: JSON.stringify(r.payload),
+      grantId: stringField(r.payload, 'grantId'),
+      userCode: stringField(r.payload, 'userCode'),
+      uid: stringField(r.payload, 'uid'),
+      expiresAt: r.expiresAt,
+      consumedAt: r.consumedAt,
+      origin: r.origin,
+    });
+  }
+
+  /** Every live record (for reconciling with the cluster replica at start). */
+  liveRecords(): StateRecord[] {
+    return (this.stmt.allLive.all({ now: this.now() }) as Row[]).map((row) => toRecord(row)!);
   }
 }
 
