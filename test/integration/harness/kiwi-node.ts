@@ -41,6 +41,7 @@ export class KiwiNode {
   readonly root: string;
   readonly config: string;
   readonly out: string[] = [];
+  private readonly parsed: Array<Record<string, any>> = [];
   listenPort = 0;
   upstreamPort = 0;
   base = '';
@@ -81,6 +82,7 @@ export class KiwiNode {
     const host = this.o.listenHost ?? '127.0.0.1';
     const publicHost = this.o.publicHost ?? 'localhost';
     this.base = `https://${publicHost}:${this.listenPort}`;
+    const overridden = new Set((this.o.extraConfig ?? []).map((line) => line.split('=')[0]!.trim()));
     fs.writeFileSync(
       this.config,
       [
@@ -97,9 +99,11 @@ export class KiwiNode {
         'jwt_public_key = "jwt-public.pem"',
         'data_dir = "data"',
         'log_dir = "log"',
-        'health_check_interval = "1s"',
-        'health_check_timeout = "30s"',
-        'drain_timeout = "10s"',
+        ...[
+          'health_check_interval = "1s"',
+          'health_check_timeout = "30s"',
+          'drain_timeout = "10s"',
+        ].filter((line) => !overridden.has(line.split(' = ')[0]!)), // extraConfig may set these
         ...(this.o.extraConfig ?? []),
         '',
         ...(this.o.extraSections ?? []),
@@ -127,8 +131,12 @@ export class KiwiNode {
     return r;
   }
 
-  /** Starts `kiwi-id run`; resolves once /readyz is 200 (Kanidm healthy). */
-  async start(): Promise<void> {
+  /**
+   * Starts `kiwi-id run`; resolves once /readyz is 200 (Kanidm healthy), or
+   * with `{ ready: false }` once the wrapper answers /healthz (Kanidm may be
+   * failing: crash-loop tests).
+   */
+  async start(o: { ready?: boolean } = {}): Promise<void> {
     this.dispatcher ??= new Agent({ connect: { ca: fs.readFileSync(this.caPath) } });
     this.child = spawn(process.execPath, [KIWI, '-c', this.config, 'run'], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -139,11 +147,26 @@ export class KiwiNode {
       this.out.push(String(d));
       if (this.o.keepOutput && this.out.length > this.o.keepOutput * 2) this.out.splice(0, this.out.length - this.o.keepOutput);
     };
-    child.stdout!.on('data', keep);
-    child.stderr!.on('data', keep);
-    await this.until('readiness', async () => {
+    // Each line is parsed once, as it arrives: tests poll lines() while a
+    // load run logs thousands of requests a second.
+    const parseLines = () => {
+      let partial = '';
+      return (d: Buffer) => {
+        const parts = (partial + String(d)).split('\n');
+        partial = parts.pop()!;
+        for (const l of parts) if (l) this.parsed.push(parseLine(l));
+        const max = this.o.keepOutput ? this.o.keepOutput * 16 : Infinity;
+        if (this.parsed.length > max * 2) this.parsed.splice(0, this.parsed.length - max);
+      };
+    };
+    for (const stream of [child.stdout!, child.stderr!]) {
+      stream.on('data', keep);
+      stream.on('data', parseLines());
+    }
+    const probe = o.ready === false ? '/healthz' : '/readyz';
+    await this.until(o.ready === false ? 'liveness' : 'readiness', async () => {
       if (child.exitCode !== null) throw new Error(`kiwi-id run exited with ${child.exitCode}`);
-      return (await this.get('/readyz')).status === 200;
+      return (await this.get(probe)).status === 200;
     });
   }
 
@@ -172,20 +195,21 @@ export class KiwiNode {
     return this.out.join('').slice(-n);
   }
 
-  /** JSON log lines of the running wrapper. */
+  /** JSON log lines of the wrapper (complete lines, every run of this node; `{raw}` for other output). */
   lines(): Array<Record<string, any>> {
-    return this.out.join('').split('\n').filter(Boolean).map((l) => {
-      try {
-        return JSON.parse(l);
-      } catch {
-        return { raw: l };
-      }
-    });
+    return this.parsed.slice();
   }
 
   /** The pid of the kanidmd the wrapper supervises now (from its log). */
   kanidmdPid(): number | undefined {
     return this.lines().filter((l) => l.msg === 'upstream started').at(-1)?.pid;
+  }
+
+  /** One sample of the wrapper's /metrics (first series named `name`), or undefined. */
+  async metric(name: string): Promise<number | undefined> {
+    const text = (await this.get('/metrics')).text;
+    const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : undefined;
   }
 
   /** `kiwi-id kanidm …` logged in as idm_admin (token cached in this node's private HOME). */
@@ -237,4 +261,12 @@ export async function killStrays(root: string): Promise<number[]> {
     }
   }
   return killed;
+}
+
+function parseLine(l: string): Record<string, any> {
+  try {
+    return JSON.parse(l);
+  } catch {
+    return { raw: l };
+  }
 }

@@ -7,6 +7,7 @@ import { registerClientCommands } from './client.js';
 import { registerClusterCommands } from './cluster.js';
 import { registerFederationCommands } from './federation.js';
 import { registerKanidmCommands } from './kanidm.js';
+import { registerUpstreamCommands } from './upstream.js';
 import { ClientsFileError, loadClients } from '../clients/clients-file.js';
 import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from '../config/config.js';
 import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from '../lifecycle/first-boot.js';
@@ -139,6 +140,7 @@ export function buildCli(): Command {
   registerClusterCommands(program, (opts) => loadOrExit(configPath(program.opts().config), opts));
   registerFederationCommands(program, { config: () => loadOrExit(configPath(program.opts().config), { checkFiles: false }) });
   registerKanidmCommands(program, () => loadOrExit(configPath(program.opts().config)));
+  registerUpstreamCommands(program, () => loadOrExit(configPath(program.opts().config)));
 
   return program;
 }

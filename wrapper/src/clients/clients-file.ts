@@ -7,7 +7,7 @@ import { createHash, createPublicKey, type JsonWebKey, randomBytes, scrypt, scry
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse, stringify, TomlError } from 'smol-toml';
-import { replaceFileAtomic } from '../files/atomic-file.js';
+import { ownerForRootWrite, replaceFileAtomic } from '../files/atomic-file.js';
 import { isTable, TableReader, tomlType, type Table } from '../config/toml-types.js';
 
 // ---------------------------------------------------------------------------
@@ -528,8 +528,10 @@ export function saveClients(file: string, clients: readonly ClientRecord[]): voi
     if (e instanceof ClientError) throw ClientsFileError.from(file, e);
     throw e;
   }
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true, mode: 0o700 });
-  replaceFileAtomic(file, text, 0o600);
+  const dir = path.dirname(path.resolve(file));
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Root (an operator) writes it for the service user that reads it.
+  replaceFileAtomic(file, text, 0o600, ownerForRootWrite(dir));
 }
 
 /**

@@ -5,13 +5,30 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
+export interface FileOwner {
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Who a file written into `dir` should belong to when root writes it: the
+ * directory's owner (e.g. an operator's `kiwi-id client add` in the appliance
+ * writes for the service user that reads the file). Undefined otherwise.
+ */
+export function ownerForRootWrite(dir: string): FileOwner | undefined {
+  if (process.geteuid?.() !== 0) return undefined;
+  const st = fs.statSync(dir);
+  return st.uid === 0 ? undefined : { uid: st.uid, gid: st.gid };
+}
+
 /** Writes `data` to a new temp file next to `target` and returns its path. */
-export function writeTemp(target: string, data: string | Buffer, mode: number): string {
+export function writeTemp(target: string, data: string | Buffer, mode: number, owner?: FileOwner): string {
   const abs = path.resolve(target);
   const tmp = path.join(path.dirname(abs), `.${path.basename(abs)}.${randomBytes(8).toString('hex')}.tmp`);
   const fd = fs.openSync(tmp, 'wx', mode);
   try {
     fs.fchmodSync(fd, mode);
+    if (owner) fs.fchownSync(fd, owner.uid, owner.gid); // before the rename: never visible with the wrong owner
     fs.writeFileSync(fd, data);
     fs.fsyncSync(fd);
   } catch (e) {
@@ -36,9 +53,9 @@ export function fsyncDir(dir: string): void {
   }
 }
 
-/** Replaces (or creates) `target` atomically with the given mode. */
-export function replaceFileAtomic(target: string, data: string | Buffer, mode: number): void {
-  const tmp = writeTemp(target, data, mode);
+/** Replaces (or creates) `target` atomically with the given mode (and owner). */
+export function replaceFileAtomic(target: string, data: string | Buffer, mode: number, owner?: FileOwner): void {
+  const tmp = writeTemp(target, data, mode, owner);
   try {
     fs.renameSync(tmp, path.resolve(target));
   } catch (e) {

@@ -32,7 +32,7 @@ import { createSupervisor, keepState, serveListener, type Running } from './run.
 /** Messages between the primary and its workers (all carry `kiwi` so other IPC users are left alone). */
 type Message =
   | { kiwi: 'hello' } // worker → primary: listening for orders, send the upstream state
-  | { kiwi: 'upstream'; healthy: boolean } // primary → workers
+  | { kiwi: 'upstream'; healthy: boolean; reason?: string } // primary → workers
   | { kiwi: 'scrape'; id: number } // worker → primary: /metrics for all processes, please
   | { kiwi: 'scraped'; id: number; text: string } // primary → worker
   | { kiwi: 'collect'; id: number } // primary → worker: your registry as JSON
@@ -60,7 +60,7 @@ export async function startPrimary(cfg: KiwiConfig): Promise<Running> {
     if (w.isConnected()) w.send(m);
   };
   const everyWorker = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w);
-  supervisor.on('state', () => everyWorker().forEach((w) => send(w, { kiwi: 'upstream', healthy: supervisor.healthy })));
+  supervisor.on('state', () => everyWorker().forEach((w) => send(w, { kiwi: 'upstream', healthy: supervisor.healthy, reason: supervisor.notReadyReason })));
 
   // /metrics: every worker's registry and the primary's own, aggregated.
   let nextId = 0;
@@ -88,7 +88,7 @@ export async function startPrimary(cfg: KiwiConfig): Promise<Running> {
     if (!isMessage(m)) return;
     if (m.kiwi === 'hello') {
       listeningFor.add(worker);
-      send(worker, { kiwi: 'upstream', healthy: supervisor.healthy });
+      send(worker, { kiwi: 'upstream', healthy: supervisor.healthy, reason: supervisor.notReadyReason });
     }
     else if (m.kiwi === 'scrape') {
       void scrape().then(
@@ -155,7 +155,7 @@ export async function startPrimary(cfg: KiwiConfig): Promise<Running> {
 export async function startWorker(cfg: KiwiConfig): Promise<Running> {
   const log = createLogger({ level: cfg.log_level, logDir: cfg.log_dir, component: 'wrapper' }).child({ worker: cluster.worker?.id });
   const metrics = createMetrics();
-  const upstream = { healthy: false };
+  const upstream: { healthy: boolean; notReadyReason?: string } = { healthy: false };
   const scrapes = new Map<number, (text: string) => void>();
   let nextId = 0;
   const toPrimary = (m: Message) => new Promise<void>((resolve) => (process.send ? process.send(m, () => resolve()) : resolve()));
@@ -172,8 +172,10 @@ export async function startWorker(cfg: KiwiConfig): Promise<Running> {
   let drainOrdered = false;
   process.on('message', (m: unknown) => {
     if (!isMessage(m)) return;
-    if (m.kiwi === 'upstream') upstream.healthy = m.healthy;
-    else if (m.kiwi === 'scraped') scrapes.get(m.id)?.(m.text);
+    if (m.kiwi === 'upstream') {
+      upstream.healthy = m.healthy;
+      upstream.notReadyReason = m.reason;
+    } else if (m.kiwi === 'scraped') scrapes.get(m.id)?.(m.text);
     else if (m.kiwi === 'collect') {
       void metrics.registry.getMetricsAsJSON().then((json) => toPrimary({ kiwi: 'collected', id: m.id, metrics: json }));
     } else if (m.kiwi === 'reload-tls') serving?.frontDoor.reloadTls(); // not yet serving: it will read the file on disk

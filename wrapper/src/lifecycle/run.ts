@@ -113,6 +113,8 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
 /** What the upstream's health looks like to the listener (the supervisor itself, or its state relayed to a worker). */
 export interface UpstreamHealth {
   readonly healthy: boolean;
+  /** Why not, for /readyz (e.g. "upstream crash-looping"). */
+  readonly notReadyReason?: string;
 }
 
 /**
@@ -153,6 +155,7 @@ export async function serveListener(
     metricsText: o.metricsText,
     proxy,
     isReady: () => upstream.healthy,
+    notReadyReason: () => upstream.notReadyReason ?? 'upstream not ready',
     routes: [issuer.route],
     guards: [(req, res, pathname, id) => signInLimit.guard(req, res, pathname, id)],
   });

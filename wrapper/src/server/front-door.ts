@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
+import tls from 'node:tls';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -36,6 +37,8 @@ export interface FrontDoorOptions {
   proxy: UpstreamProxy;
   /** Readiness: true while the upstream is healthy. */
   isReady: () => boolean;
+  /** Why not, for the /readyz body (e.g. "upstream crash-looping"). */
+  notReadyReason?: () => string;
   routes?: Route[];
   /** Checks before routing; a guard that answers the request returns true (e.g. the sign-in rate limit). */
   guards?: Guard[];
@@ -44,6 +47,8 @@ export interface FrontDoorOptions {
 export type Guard = (req: IncomingMessage, res: ServerResponse, pathname: string, requestId: string) => boolean;
 
 const HEALTH_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
+/** On drain, how long open connections may still bring a request (answered with Connection: close). */
+const LAME_DUCK_MS = 500;
 
 function readTls(certPath: string, keyPath: string) {
   return { cert: readFileSync(certPath), key: readFileSync(keyPath) };
@@ -128,7 +133,15 @@ export class FrontDoor {
     this.draining = true;
     // Responses still to come tell their keep-alive clients to reconnect elsewhere.
     for (const res of this.pending) if (!res.headersSent) res.setHeader('connection', 'close');
-    const closed = new Promise<void>((r) => this.server.close(() => r()));
+    // Stop accepting, but do not close idle keep-alive connections yet: a
+    // client may already have sent its next request on one (bytes on the
+    // wire, not parsed). For a short grace those requests are still answered,
+    // with `Connection: close`, so busy clients leave cleanly; only what is
+    // still idle afterwards is closed. (http.Server#close would close idle
+    // connections at once and cut those requests, hence tls.Server's close.)
+    const closed = new Promise<void>((r) => tls.Server.prototype.close.call(this.server, () => r()));
+    const graceEnd = Date.now() + Math.min(LAME_DUCK_MS, this.o.drainTimeoutMs);
+    while (this.sockets.size > 0 && Date.now() < graceEnd) await new Promise((r) => setTimeout(r, 20));
     this.server.closeIdleConnections();
     const deadline = Date.now() + this.o.drainTimeoutMs;
     while (this.pending.size > 0 && Date.now() < deadline) {
@@ -196,7 +209,7 @@ export class FrontDoor {
         case 'healthz':
           return this.plain(res, 200, 'ok\n');
         case 'readyz':
-          return this.o.isReady() ? this.plain(res, 200, 'ready\n') : this.plain(res, 503, 'upstream not ready\n');
+          return this.o.isReady() ? this.plain(res, 200, 'ready\n') : this.plain(res, 503, `${this.o.notReadyReason?.() ?? 'upstream not ready'}\n`);
         case 'metrics':
           void (this.o.metricsText ?? (() => this.o.metrics.registry.metrics()))().then((text) => {
             res.setHeader('content-type', this.o.metrics.registry.contentType);

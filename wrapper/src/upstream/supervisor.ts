@@ -3,8 +3,10 @@
 // - verifies the binary against its pin before every start
 // - forwards its output, line by line and redacted, into the JSON log
 // - probes GET /status every interval; not healthy within `timeout` -> restart
-// - crash -> restart with exponential backoff; repeated crashes are reported
-//   as a crash loop (log + metric), never silently swallowed
+// - a healthy Kanidm that dies (kill -9, OOM) is restarted after the shortest
+//   delay; one that dies before it ever became healthy (bad config, broken
+//   database) backs off exponentially. Repeated exits are reported as a crash
+//   loop (log + metric) until Kanidm is healthy again, never silently swallowed
 // - exposes `healthy` so the proxy can answer 503 at once while it is down
 // - never runs next to, or adopts, a kanidmd left by an earlier wrapper: it
 //   records what it starts in a pid file and deals with leftovers before the
@@ -43,7 +45,6 @@ export type UpstreamState = 'stopped' | 'starting' | 'healthy' | 'unhealthy' | '
 
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
-const STABLE_MS = 60_000; // healthy this long resets the backoff
 const CRASH_LOOP_COUNT = 5;
 const CRASH_LOOP_WINDOW_MS = 120_000;
 
@@ -57,7 +58,6 @@ export class Supervisor extends EventEmitter {
   private readonly backoffMinMs: number;
   private backoffMs: number;
   private startedAt = 0;
-  private healthySince = 0;
   private recentExits: number[] = [];
   private timer: NodeJS.Timeout | null = null;
   private lastHealthy = 0;
@@ -68,6 +68,11 @@ export class Supervisor extends EventEmitter {
     super();
     this.backoffMinMs = o.backoffMinMs ?? BACKOFF_MIN_MS;
     this.backoffMs = this.backoffMinMs;
+  }
+
+  /** Why the upstream is not ready, for /readyz. */
+  get notReadyReason(): string {
+    return this.crashLoop ? 'upstream crash-looping (see the log)' : `upstream not ready (${this.state})`;
   }
 
   get healthy(): boolean {
@@ -173,8 +178,8 @@ export class Supervisor extends EventEmitter {
     if (this.stopping || child !== this.child) return;
     const now = Date.now();
     if (ok) {
-      if (this.state !== 'healthy') this.healthySince = now;
-      if (now - this.healthySince > STABLE_MS) this.backoffMs = this.backoffMinMs;
+      // Healthy again: the crash loop (if any) is over; the state change reports it.
+      this.crashLoop = false;
       this.setState('healthy');
       this.lastHealthy = now;
     } else {
@@ -205,6 +210,9 @@ export class Supervisor extends EventEmitter {
       return;
     }
     const now = Date.now();
+    // It had come up: its start works, so bring it back at once (the service
+    // is back after Kanidm's start time). Doubling is for starts that fail.
+    if (this.lastHealthy >= this.startedAt) this.backoffMs = this.backoffMinMs;
     this.recentExits = [...this.recentExits.filter((t) => now - t < CRASH_LOOP_WINDOW_MS), now];
     this.crashLoop = this.recentExits.length >= CRASH_LOOP_COUNT;
     this.o.log.error(
