@@ -20,10 +20,21 @@ import { createMetrics } from '../../../wrapper/src/telemetry/metrics.js';
 import { UpstreamProxy } from '../../../wrapper/src/server/proxy.js';
 import { proxyAgent, upstreamTls } from '../../../wrapper/src/upstream/tls.js';
 import { ClientsSource } from '../../../wrapper/src/clients/clients-source.js';
-import { createIssuer } from '../../../wrapper/src/oidc/issuer.js';
+import { createIssuer, type Issuer } from '../../../wrapper/src/oidc/issuer.js';
+import type { TokenTtls } from '../../../wrapper/src/config/config.js';
 import type { LoginMethod } from '../../../wrapper/src/oidc/login/method.js';
 
-export const TTL = { access_token_ttl: 300, refresh_token_ttl: 3600, auth_code_ttl: 60, id_token_ttl: 300, session_ttl: 3600 };
+export const TTL: TokenTtls = { access_token_ttl: 300, refresh_token_ttl: 3600, auth_code_ttl: 60, id_token_ttl: 300, session_ttl: 3600, device_code_ttl: 600 };
+
+export interface HarnessOptions {
+  ttl?: Partial<TokenTtls>;
+  /** Turns dynamic client registration on. */
+  registrationToken?: string;
+  /** Back-channel retry schedule (the default starts at 1 s). */
+  firstRetryMs?: number;
+  maxAttempts?: number;
+  sessionCheckIntervalMs?: number;
+}
 
 export type HttpInit = Parameters<typeof request>[1];
 
@@ -39,6 +50,7 @@ export class IssuerHarness {
   key!: SigningKey;
   store!: SqliteStateStore;
   provider!: Provider;
+  issuerInstance!: Issuer;
   private clients: ClientRecord[] = [];
   private route!: Route;
   private front!: FrontDoor;
@@ -52,6 +64,7 @@ export class IssuerHarness {
   constructor(
     private readonly login: (h: IssuerHarness) => LoginMethod | null,
     private readonly alg: 'ES256' | 'EdDSA' | 'RS256' = 'ES256',
+    readonly options: HarnessOptions = {},
   ) {
     this.dispatcher = new Agent({ connect: { ca: fs.readFileSync(this.tls.caPath) } });
   }
@@ -91,6 +104,7 @@ export class IssuerHarness {
 
   /** A new provider over the same store file: what a wrapper restart does. */
   async restart(): Promise<void> {
+    this.issuerInstance.close();
     await this.store.close();
     this.store = new SqliteStateStore({ dataDir: path.join(this.root, 'data') });
     this.startIssuer();
@@ -103,11 +117,16 @@ export class IssuerHarness {
       store: this.store,
       clients: new ClientsSource(this.clientsFile, this.log),
       login: this.login(this),
-      ttl: TTL,
+      ttl: { ...TTL, ...this.options.ttl },
       cookieKeys: this.cookieKeys,
       log: this.log,
       countEvent: (e) => (this.events[e] = (this.events[e] ?? 0) + 1),
+      registrationToken: this.options.registrationToken,
+      // Services' logout URIs are trusted through the same test CA as the issuer.
+      backchannel: { dispatcher: this.dispatcher, timeoutMs: 2000, maxAttempts: this.options.maxAttempts ?? 4, firstRetryMs: this.options.firstRetryMs ?? 50 },
+      sessionCheckIntervalMs: this.options.sessionCheckIntervalMs,
     });
+    this.issuerInstance = made;
     this.provider = made.provider;
     this.route = made.route;
   }
@@ -126,6 +145,7 @@ export class IssuerHarness {
   }
 
   async close(): Promise<void> {
+    this.issuerInstance?.close();
     await this.front.drain();
     await this.store.close();
     await this.dispatcher.close();

@@ -10,6 +10,8 @@ import { childLogger, createLogger } from '../telemetry/log.js';
 import { ClientsSource } from '../clients/clients-source.js';
 import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
 import { createIssuer, LOGIN_CALLBACK } from '../oidc/issuer.js';
+import { backchannelAgent } from '../oidc/logout/backchannel.js';
+import { registrationToken } from '../config/issuer.js';
 import { KanidmLogin } from '../oidc/login/kanidm.js';
 import { FrontDoor } from '../server/front-door.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
@@ -55,7 +57,7 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
   } else {
     log.error({ file: secretFile }, 'Kanidm OAuth2 client secret missing: user sign-in is disabled until it exists (see README, first boot)');
   }
-  const { route } = createIssuer({
+  const issuer = createIssuer({
     issuer: cfg.issuer,
     key,
     store,
@@ -65,8 +67,16 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     cookieKeys: loadOrCreateCookieKeys(join(cfg.data_dir, 'cookie-keys')),
     log: childLogger(log, 'issuer'),
     countEvent: (event) => metrics.oidcEvents.inc({ event }),
+    registrationToken: registrationToken(cfg.clients),
+    backchannel: {
+      dispatcher: backchannelAgent(cfg.backchannel_logout.ca_file),
+      timeoutMs: cfg.backchannel_logout.timeout_ms,
+      maxAttempts: cfg.backchannel_logout.max_attempts,
+    },
   });
+  const route = issuer.route;
   const close = async () => {
+    issuer.close();
     clearInterval(sweeper);
     await store.close();
   };

@@ -44,6 +44,8 @@ export interface StateStore {
   find(model: string, id: string): Promise<StateRecord | undefined>;
   findByUid(model: string, uid: string): Promise<StateRecord | undefined>;
   findByUserCode(model: string, userCode: string): Promise<StateRecord | undefined>;
+  /** Every live record of one model, in id order (registered clients, session watches: small sets). */
+  list(model: string): Promise<StateRecord[]>;
   /** Atomically marks a live record consumed; exactly one of any number of racing callers wins. */
   consumeOnce(model: string, id: string): Promise<ConsumeResult>;
   destroy(model: string, id: string): Promise<void>;
@@ -132,6 +134,7 @@ export class SqliteStateStore implements StateStore {
     find: Database.Statement;
     findByUid: Database.Statement;
     findByUserCode: Database.Statement;
+    list: Database.Statement;
     consume: Database.Statement;
     exists: Database.Statement;
     destroy: Database.Statement;
@@ -185,6 +188,7 @@ export class SqliteStateStore implements StateStore {
       findByUserCode: db.prepare(
         `SELECT ${COLUMNS} FROM state_records WHERE user_code = @userCode AND model = @model AND ${LIVE} LIMIT 1`,
       ),
+      list: db.prepare(`SELECT ${COLUMNS} FROM state_records WHERE model = @model AND ${LIVE} ORDER BY id`),
       // The single-use primitive: one statement, SQLite's write lock makes it atomic across
       // connections and processes; `changes` tells the winner.
       consume: db.prepare(`
@@ -234,6 +238,10 @@ export class SqliteStateStore implements StateStore {
 
   async findByUserCode(model: string, userCode: string): Promise<StateRecord | undefined> {
     return toRecord(this.stmt.findByUserCode.get({ model, userCode, now: this.now() }) as Row | undefined);
+  }
+
+  async list(model: string): Promise<StateRecord[]> {
+    return (this.stmt.list.all({ model, now: this.now() }) as Row[]).map((r) => toRecord(r)!);
   }
 
   async consumeOnce(model: string, id: string): Promise<ConsumeResult> {
