@@ -28,7 +28,7 @@ export async function signIn(
   params: { redirect_uri: string } & Record<string, string>,
   tokenParams: Record<string, string> = {},
   browser = new CookieBrowser(h),
-) {
+): Promise<{ tokens: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers; browser: CookieBrowser }> {
   const { landed, verifier, state, nonce } = await authorize(browser, config, params);
   if (!landed.searchParams.get('code')) throw new Error(`no code: ${landed.href}`);
   const tokens = await oidc.authorizationCodeGrant(config, landed, { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce }, tokenParams);

@@ -5,11 +5,13 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerClientCommands } from './client.js';
+import { registerSessionCommands } from './session.js';
+import { StoreRegisteredClients } from '../clients/registered-clients.js';
 import { ClientsFileError, loadClients } from '../clients/clients-file.js';
 import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from '../config/config.js';
 import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from '../lifecycle/first-boot.js';
 import { handleSignals, startWrapper } from '../lifecycle/run.js';
-import { SqliteStateStore } from '../state/store.js';
+import { SqliteStateStore, STATE_DB_FILE } from '../state/store.js';
 import { readServerToml } from '../upstream/files.js';
 import { readPin } from '../upstream/pin.js';
 
@@ -159,7 +161,19 @@ export function buildCli(): Command {
       }
     });
 
-  registerClientCommands(program, () => loadOrExit(configPath(program.opts().config)).clients.file);
+  // The state store of the issuer; never created here (a root-owned new file would lock the service out).
+  const openStore = () => {
+    const dataDir = loadOrExit(configPath(program.opts().config), { checkFiles: false }).data_dir;
+    if (!existsSync(join(dataDir, STATE_DB_FILE))) throw new Error(`no issuer state yet (${join(dataDir, STATE_DB_FILE)} does not exist)`);
+    return new SqliteStateStore({ dataDir });
+  };
+  registerClientCommands(program, () => loadOrExit(configPath(program.opts().config)).clients.file, undefined, () => {
+    const dataDir = loadOrExit(configPath(program.opts().config), { checkFiles: false }).data_dir;
+    if (!existsSync(join(dataDir, STATE_DB_FILE))) return undefined; // no issuer state yet: no registered clients
+    const store = new SqliteStateStore({ dataDir });
+    return { registered: new StoreRegisteredClients(store), close: () => store.close() };
+  });
+  registerSessionCommands(program, openStore);
 
   return program;
 }

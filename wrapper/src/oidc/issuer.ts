@@ -6,7 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import Provider from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
-import { isSecretHash, verifySecretAsync } from '../clients/clients-file.js';
+import { verifySecretAsync } from '../clients/clients-file.js';
 import type { ClientsSource } from '../clients/clients-source.js';
 import { StoreRegisteredClients, type RegisteredClients } from '../clients/registered-clients.js';
 import type { TokenTtls } from '../config/config.js';
@@ -24,6 +24,7 @@ import { BackchannelLogout } from './logout/backchannel.js';
 import { SessionWatch } from './logout/session-watch.js';
 import { INTERACTION_PREFIX, isIssuerPath, LOGIN_CALLBACK, PATHS } from './paths.js';
 import { adapterClass } from './persistence.js';
+import { correctResponses } from './responses.js';
 
 export { INTERACTION_PREFIX, isIssuerPath, LOGIN_CALLBACK, PATHS } from './paths.js';
 
@@ -100,17 +101,7 @@ function adaptModels(provider: Provider, backchannel: BackchannelLogout): void {
       backchannel.notify(this.clientId, sub, sid, 'logout');
     };
   recordJwtAccessTokens(provider);
-  provider.use(async (ctx, next) => {
-    await next();
-    const body = ctx.body as Record<string, unknown> | undefined;
-    if (!body || typeof body !== 'object') return;
-    // Registration responses never show a stored hash as if it were the secret.
-    if (ctx.path.startsWith(PATHS.registration) && isSecretHash(body.client_secret)) delete body.client_secret;
-    // A service token's introspection says who it is like the JWT does (sub = client_id).
-    if (ctx.oidc?.route === 'introspection' && body.active === true && body.sub === undefined && ctx.oidc.entities.ClientCredentials) {
-      body.sub = body.client_id;
-    }
-  });
+  correctResponses(provider);
 }
 
 export function createIssuer(o: IssuerOptions): Issuer {
