@@ -8,12 +8,17 @@
 // HS256-signed-with-the-public-key tokens fail.
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { jwtVerify, type JWTPayload } from 'jose';
+import { checkDpop, type DpopCheck } from './dpop.js';
+
+export { DpopError, MemoryReplayCache, verifyDpopProof, type DpopCheck, type DpopReplayCache } from './dpop.js';
 
 export interface VerifyOptions {
   issuer: string;
   audience: string | string[];
   clockToleranceSec?: number; // default 30
   typ?: string; // e.g. "at+jwt" for access tokens; unchecked when absent
+  /** RFC 9449: the request's DPoP proof; required for tokens bound with cnf.jkt (see dpop.ts). */
+  dpop?: DpopCheck;
 }
 
 export class TokenError extends Error {
@@ -66,6 +71,7 @@ export async function verify(token: string, publicKeyPem: string | KeyObject, o:
       typ: o.typ,
       requiredClaims: ['iss', 'aud', 'exp', 'iat', 'sub'],
     });
+    if (o.dpop !== undefined || payload.cnf !== undefined) await checkDpop(payload, token, o.dpop);
     return payload;
   } catch (err: any) {
     // jose error codes are stable strings such as ERR_JWT_EXPIRED.

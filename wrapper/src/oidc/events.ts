@@ -24,8 +24,9 @@ export function reportEvents(provider: Provider, log: Logger, countEvent?: (even
     log.error({ err_message: err.message, stack: err.stack, url: redactUrl(ctx.url) }, 'issuer server_error');
   });
   for (const ev of LOGGED_ERRORS) {
-    provider.on(ev, (_ctx: KoaContextWithOIDC, err: Error & { error_description?: string }) => {
-      log.info({ event: ev, error: err.message, error_description: err.error_description }, 'oauth2 error');
+    provider.on(ev, (_ctx: KoaContextWithOIDC, err: Error & { error_description?: string; error_detail?: string }) => {
+      // error_detail is what oidc-provider keeps from the client ("DPoP proof JWT Replay detected"): for operators.
+      log.info({ event: ev, error: err.message, error_description: err.error_description, error_detail: err.error_detail }, 'oauth2 error');
     });
   }
   if (countEvent) for (const ev of COUNTED) provider.on(ev, () => countEvent(ev));
