@@ -7,6 +7,7 @@ import { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provid
 import { generateSecret, GRANT_TYPES, redirectUriProblem } from '../clients/clients-file.js';
 import type { ClientsSource } from '../clients/clients-source.js';
 import type { TokenTtls } from '../config/config.js';
+import { DPOP_ALGORITHMS } from '../crypto/dpop.js';
 import type { SigningKey } from '../crypto/keys.js';
 import type { OidcAdapter } from '../state/oidc-adapter.js';
 import type { Accounts } from './accounts.js';
@@ -109,6 +110,8 @@ export function issuerConfiguration(d: ConfigurationDeps): Configuration {
       introspectionSigningAlgValues: [d.key.alg],
       authorizationSigningAlgValues: [d.key.alg],
       clientAuthSigningAlgValues: ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'],
+      // The same set kiwi-id/verify accepts from services' clients.
+      dPoPSigningAlgValues: [...DPOP_ALGORITHMS],
     },
     cookies: {
       keys: d.cookieKeys,
