@@ -115,6 +115,10 @@ test('RFC 7592: read, update (registration access token rotated), delete', async
   assert.equal(updated.client_name, 'Kiwi Tasks 2');
   assert.notEqual(updated.registration_access_token, rat, 'rotated');
   assert.equal((await h.http(uri, { headers: bearer(rat!) })).status, 401, 'the old registration access token is dead');
+  // Only a hash of the secret is kept, so an update cannot repeat it (README says so); nothing changes.
+  const withSecret = await h.http(uri, { method: 'PUT', ...json({ client_id: id, client_secret: secret, redirect_uris: ['https://tasks.kiwi.test/cb3'] }, bearer(updated.registration_access_token)) });
+  assert.equal(withSecret.status, 400);
+  assert.equal(JSON.parse(withSecret.text).error, 'invalid_request');
   // The secret handed out at registration keeps working after the update.
   const ok = await h.http('/oauth2/token', form({ grant_type: 'client_credentials' }, { authorization: 'Basic ' + Buffer.from(`${id}:${secret}`).toString('base64') }));
   assert.equal(JSON.parse(ok.text).error, 'unauthorized_client', `authenticated; the grant is not registered: ${ok.text}`);
