@@ -185,6 +185,10 @@ test('kiwi-id client list shows registered clients beside the static ones (never
   assert.equal(shown.has_secret, true);
   assert.equal(shown.client_secret, undefined);
 
+  // It changes through its own registration, not the operator's clients-file commands.
+  await assert.rejects(program.parseAsync(['client', 'update', String(reg.client_id), '--name', 'X'], { from: 'user' }), (e: CommanderError) => e.exitCode === 2 && /registered through \/oauth2\/register/.test(e.message));
+  await assert.rejects(program.parseAsync(['client', 'rotate-secret', String(reg.client_id)], { from: 'user' }), (e: CommanderError) => e.exitCode === 2);
+
   stdout = '';
   await program.parseAsync(['client', 'remove', String(reg.client_id)], { from: 'user' });
   assert.match(stdout, /removed registered client/);

@@ -174,6 +174,14 @@ async function withRegistered<T>(open: OpenRegistered | undefined, use: (r: Regi
   }
 }
 
+/** A registered client changes only through its registration (RFC 7592); say so instead of "unknown client". */
+async function refuseRegistered(open: OpenRegistered | undefined, file: string, id: string): Promise<void> {
+  if (findClient(loadClients(file), id)) return;
+  if (await withRegistered(open, async (r) => r?.find(id))) {
+    throw new ClientError(id, undefined, 'was registered through /oauth2/register: it changes through its registration access token (RFC 7592); kiwi-id client remove deletes it');
+  }
+}
+
 /**
  * `onExit` receives every exit (usage errors already mapped to exit 2); the
  * default ends the process. Tests pass one that throws, to stay in-process.
@@ -287,7 +295,8 @@ export function registerClientCommands(
     .option('--dpop', 'access tokens only DPoP-bound')
     .option('--no-dpop', 'allow bearer access tokens')
     .action((id: string, opts: UpdateOptions, cmd: Command) =>
-      guarded(cmd, () => {
+      guardedAsync(cmd, async () => {
+        await refuseRegistered(openRegistered, resolveClientsFile(), id);
         if (opts.allowedGroup && opts.clearAllowedGroups) {
           throw new ClientError(id, 'allowed_groups', '--allowed-group and --clear-allowed-groups contradict each other');
         }
@@ -318,7 +327,8 @@ export function registerClientCommands(
   sub('rotate-secret', 'replace a confidential client\'s secret; prints the new one once')
     .argument('<id>', 'client_id')
     .action((id: string, _opts: unknown, cmd: Command) =>
-      guarded(cmd, () => {
+      guardedAsync(cmd, async () => {
+        await refuseRegistered(openRegistered, resolveClientsFile(), id);
         const file = resolveClientsFile();
         const secret = updateClients(file, (list) => {
           const r = rotateSecret(list, id);
