@@ -133,6 +133,7 @@ export function createIssuer(o: IssuerOptions): Issuer {
   adaptModels(provider, backchannel);
   reportEvents(provider, o.log, o.countEvent);
   sessions.start(o.sessionCheckIntervalMs ?? 5000);
+  if (o.registrationToken) o.log.info({ endpoint: PATHS.registration }, 'dynamic client registration is on (registration_token set)');
 
   const callback = provider.callback();
   const prompt = promptHandler({ provider, login: o.login, accounts, clients: o.clients, log: o.log });
