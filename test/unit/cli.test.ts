@@ -24,8 +24,11 @@ before(() => {
   }
   fs.writeFileSync(
     path.join(dir, 'good.toml'),
-    ['listen_addr = "127.0.0.1:9443"', 'tls_cert = "tls.crt"', 'tls_key = "tls.key"', 'jwt_private_key = "jwt-private.pem"', 'jwt_public_key = "jwt-public.pem"'].join('\n'),
+    ['listen_addr = "127.0.0.1:9443"', 'tls_cert = "tls.crt"', 'tls_key = "tls.key"', 'jwt_private_key = "jwt-private.pem"', 'jwt_public_key = "jwt-public.pem"', 'upstream_config = "upstream/server.toml"'].join('\n'),
   );
+  // Kanidm's CA, where first boot puts it (beside server.toml).
+  fs.mkdirSync(path.join(dir, 'upstream/tls'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'upstream/tls/ca.pem'), 'x\n');
 });
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 

@@ -23,7 +23,7 @@ after(() => fs.rmSync(dir, { recursive: true, force: true }));
 let n = 0;
 function config(extra: string, mode = 0o600): string {
   const file = path.join(dir, `config-${n++}.toml`);
-  fs.writeFileSync(file, ['listen_addr = "0.0.0.0:8080"', 'tls_cert = "tls.crt"', 'tls_key = "tls.key"', 'jwt_private_key = "jwt-private.pem"', 'jwt_public_key = "jwt-public.pem"', extra].join('\n'));
+  fs.writeFileSync(file, ['listen_addr = "0.0.0.0:8080"', 'tls_cert = "tls.crt"', 'tls_key = "tls.key"', 'jwt_private_key = "jwt-private.pem"', 'jwt_public_key = "jwt-public.pem"', 'upstream_ca = "services-ca.pem"', extra].join('\n'));
   fs.chmodSync(file, mode);
   return file;
 }

@@ -12,7 +12,6 @@ import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from '
 import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from '../lifecycle/first-boot.js';
 import { handleSignals, startWrapper } from '../lifecycle/run.js';
 import { SqliteStateStore, STATE_DB_FILE } from '../state/store.js';
-import { readServerToml } from '../upstream/files.js';
 import { readPin } from '../upstream/pin.js';
 
 const DEFAULT_CONFIG = '/etc/kiwi/config.toml';
@@ -84,6 +83,7 @@ export function buildCli(): Command {
         print(await initWrapper(cfg));
         print(await initUpstream(cfg));
       } catch (err) {
+        if (err instanceof UpstreamNotInstalled) print(err.report);
         process.stderr.write(`kiwi-id: init: ${(err as Error).message}\n`);
         process.exit(err instanceof UpstreamNotInstalled ? 3 : 1);
       }
@@ -129,12 +129,11 @@ export function buildCli(): Command {
         process.stderr.write(`kiwi-id: upstream CLI ${cfg.upstream_cli} not found (upstream_cli in ${cfg.config_file})\n`);
         process.exit(127);
       }
-      const ca = cfg.upstream_ca ?? readServerToml(cfg.upstream_config).tlsCa;
       // The CLI reads its server URL and CA from these variables, so the
       // operator never has to type them; stdin/tty are inherited.
       const child = spawn(cfg.upstream_cli, args, {
         stdio: 'inherit',
-        env: { ...process.env, KANIDM_URL: cfg.upstream_addr, KANIDM_CA_PATH: ca },
+        env: { ...process.env, KANIDM_URL: cfg.upstream_addr, KANIDM_CA_PATH: cfg.upstream_ca },
       });
       child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 : 1)));
       child.on('error', (err) => {

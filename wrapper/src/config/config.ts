@@ -49,7 +49,8 @@ export interface KiwiConfig {
   readonly upstream_bin: string;
   readonly upstream_cli: string;
   readonly upstream_config: string;
-  readonly upstream_ca: string | undefined;
+  /** The only CA trusted for Kanidm's loopback TLS (first boot issues Kanidm's certificate from it). */
+  readonly upstream_ca: string;
   /** Kanidm's database file, written into the server.toml that `kiwi-id init` creates. */
   readonly upstream_db_path: string;
   readonly compatibility_file: string;
@@ -287,6 +288,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
   }
 
   const upstream_bin = top.path('upstream_bin', '/opt/upstream/bin/kanidmd');
+  const upstream_config = top.path('upstream_config', '/opt/upstream/etc/server.toml');
   const data_dir = top.path('data_dir', '/var/lib/kiwi');
   const tokens: TokenTtls = Object.freeze({
     access_token_ttl: tokensSec.positiveInt('access_token_ttl', TOKEN_DEFAULTS.access_token_ttl),
@@ -308,8 +310,9 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     upstream_addr,
     upstream_bin,
     upstream_cli: top.path('upstream_cli', path.join(path.dirname(upstream_bin), 'kanidm')),
-    upstream_config: top.path('upstream_config', '/opt/upstream/etc/server.toml'),
-    upstream_ca: top.optionalPath('upstream_ca'),
+    upstream_config,
+    // Default: the CA first boot made beside server.toml (upstream/files.ts layout).
+    upstream_ca: top.path('upstream_ca', path.join(path.dirname(upstream_config), 'tls', 'ca.pem')),
     upstream_db_path: top.path('upstream_db_path', '/var/lib/upstream/kanidm.db'),
     compatibility_file: top.path('compatibility_file', '/opt/kiwi/compatibility.toml'),
     health_check_interval_ms,
@@ -338,7 +341,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     checkFile(top, 'jwt_private_key', config.jwt_private_key, true);
     checkFile(top, 'jwt_public_key', config.jwt_public_key, false);
     // The CA is the only trust root for the upstream; fail at startup, not at first request.
-    if (config.upstream_ca !== undefined) checkFile(top, 'upstream_ca', config.upstream_ca, false);
+    checkFile(top, 'upstream_ca', config.upstream_ca, false);
   }
   return Object.freeze(config);
 }

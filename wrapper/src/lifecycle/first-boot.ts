@@ -9,15 +9,26 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { KiwiConfig } from '../config/config.js';
-import { generateSigningKeyPair, writeNewFilesAtomic } from '../crypto/keys.js';
+import { ensureParentDir, generateSigningKeyPair, writeNewFilesAtomic } from '../crypto/keys.js';
+import { verifyPinned } from '../upstream/pin.js';
 import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
 import { generateDevCertificate } from '../crypto/tls-certs.js';
-import { certGenerate, recoverAccount, writeServerToml } from '../upstream/files.js';
+import { writeServerToml } from '../upstream/files.js';
+import { KanidmCli } from '../upstream/kanidm-cli.js';
+import { recoverAccount } from '../upstream/kanidmd-tasks.js';
+import { withKanidm } from '../upstream/one-off.js';
+import { DEFAULT_SCOPE_GROUP, ensureKiwiOAuth2Client, LOGIN_SCOPES } from '../upstream/provision.js';
+import { undiciAgent, upstreamTls } from '../upstream/tls.js';
+import { LOGIN_CALLBACK } from '../oidc/paths.js';
 
 export type StepResult = 'created' | 'kept';
 export type Report = Array<{ step: string; result: StepResult; path: string }>;
 
-export class UpstreamNotInstalled extends Error {}
+export class UpstreamNotInstalled extends Error {
+  constructor(message: string, readonly report: Report = []) {
+    super(message);
+  }
+}
 
 /** A development config in `dir`: wrapper on 127.0.0.1:8443 as https://localhost:8443, Kanidm on 127.0.0.1:18443. */
 export function devConfigToml(dir: string, compatibilityFile: string): string {
@@ -81,35 +92,135 @@ export async function initWrapper(cfg: KiwiConfig): Promise<Report> {
   return report;
 }
 
-/**
- * Kanidm-side first-boot material: server.toml (domain/origin = the public
- * issuer URL, so WebAuthn works through the proxy), its loopback TLS, and the
- * idm_admin password recovered into a root-only file next to config.toml.
- */
-export async function initUpstream(cfg: KiwiConfig): Promise<Report> {
-  if (!fs.existsSync(cfg.upstream_bin)) {
-    throw new UpstreamNotInstalled(
-      `upstream not installed: ${cfg.upstream_bin} (upstream_bin in ${cfg.config_file}); install it with scripts/install-upstream`,
-    );
+/** Where Kanidm's loopback TLS material lives: beside server.toml. */
+export function upstreamTlsPaths(cfg: KiwiConfig) {
+  const dir = path.join(path.dirname(cfg.upstream_config), 'tls');
+  return { ca: cfg.upstream_ca, chain: path.join(dir, 'chain.pem'), key: path.join(dir, 'key.pem') };
+}
+
+/** Files holding the recovered admin passwords: root-only, next to config.toml. */
+export function adminPasswordFile(cfg: KiwiConfig, account: 'idm_admin' | 'admin'): string {
+  return path.join(path.dirname(cfg.config_file), `${account}.password`);
+}
+
+/** Kanidm's `domain`: the public issuer host. WebAuthn needs a name, not an address. */
+function kanidmDomain(cfg: KiwiConfig): string {
+  const host = new URL(cfg.issuer).hostname;
+  if (net.isIP(host.replace(/^\[|\]$/g, '')) !== 0) {
+    throw new Error(`issuer ${cfg.issuer} (${cfg.config_file}) must use a hostname: Kanidm's domain and WebAuthn passkeys are bound to it`);
   }
-  const report: Report = [];
-  const root = path.dirname(cfg.upstream_config);
+  return host;
+}
+
+function writeServerConfig(cfg: KiwiConfig, report: Report): void {
+  const tls = upstreamTlsPaths(cfg);
   const wrote = writeServerToml({
     configPath: cfg.upstream_config,
     bind: new URL(cfg.upstream_addr).host,
     dbPath: cfg.upstream_db_path,
-    tlsCa: path.join(root, 'tls', 'ca.pem'),
-    tlsCert: path.join(root, 'tls', 'cert.pem'),
-    tlsKey: path.join(root, 'tls', 'key.pem'),
+    tlsChain: tls.chain,
+    tlsKey: tls.key,
+    domain: kanidmDomain(cfg),
+    origin: cfg.issuer,
+    adminSocket: path.join(path.dirname(cfg.upstream_db_path), 'kanidmd.sock'),
   });
   step(report, 'kanidm server.toml', cfg.upstream_config, wrote);
-  step(report, 'kanidm TLS certificate', path.join(root, 'tls'), await certGenerate(cfg.upstream_bin, cfg.upstream_config));
-  const pwFile = path.join(path.dirname(cfg.config_file), 'idm_admin.password');
-  const recover = !fs.existsSync(pwFile);
+}
+
+/**
+ * Kanidm's loopback certificate, issued by a CA of our own (its key discarded
+ * after signing) for the address the wrapper dials and the public name:
+ * `kanidmd cert-generate` names only the domain and its CA lives 30 days.
+ */
+function writeServerTls(cfg: KiwiConfig, report: Report): void {
+  const tls = upstreamTlsPaths(cfg);
+  const host = new URL(cfg.upstream_addr).hostname.replace(/^\[|\]$/g, '');
+  const isIp = net.isIP(host) !== 0;
+  const made = generateDevCertificate({
+    certPath: tls.chain,
+    keyPath: tls.key,
+    caPath: tls.ca,
+    hostnames: [...new Set([...(isIp ? [] : [host]), kanidmDomain(cfg), 'localhost'])],
+    ips: [...new Set([...(isIp ? [host] : []), '127.0.0.1'])],
+    days: 3650,
+  });
+  step(report, 'kanidm TLS certificate', tls.chain, made.created);
+}
+
+/** What needs a running Kanidm: admin passwords and Kiwi ID's OAuth2 client. */
+function onlineStepsNeeded(cfg: KiwiConfig): boolean {
+  return [adminPasswordFile(cfg, 'idm_admin'), adminPasswordFile(cfg, 'admin'), cfg.upstream_oauth2.client_secret_file]
+    .some((f) => !fs.existsSync(f));
+}
+
+async function recoverAdmin(cfg: KiwiConfig, account: 'idm_admin' | 'admin', report: Report): Promise<string> {
+  const file = adminPasswordFile(cfg, account);
+  const recover = !fs.existsSync(file);
   if (recover) {
-    const password = await recoverAccount(cfg.upstream_bin, cfg.upstream_config, 'idm_admin');
-    writeNewFilesAtomic([{ path: pwFile, data: password + '\n', mode: 0o600 }]);
+    const password = await recoverAccount(cfg.upstream_bin, cfg.upstream_config, account);
+    writeNewFilesAtomic([{ path: file, data: password + '\n', mode: 0o600 }]);
   }
-  step(report, 'idm_admin password', pwFile, recover);
+  step(report, `${account} password`, file, recover);
+  return fs.readFileSync(file, 'utf8').trim();
+}
+
+async function registerKiwiClient(cfg: KiwiConfig, idmAdminPassword: string, report: Report): Promise<void> {
+  const file = cfg.upstream_oauth2.client_secret_file;
+  if (fs.existsSync(file)) return step(report, 'kanidm oauth2 client', file, false);
+  const cli = new KanidmCli({ cli: cfg.upstream_cli, url: cfg.upstream_addr, caPath: cfg.upstream_ca });
+  try {
+    await cli.login('idm_admin', idmAdminPassword);
+    const secret = await ensureKiwiOAuth2Client(cli, {
+      clientId: cfg.upstream_oauth2.client_id,
+      displayName: 'Kiwi ID',
+      origin: cfg.issuer,
+      redirectUri: cfg.issuer + LOGIN_CALLBACK,
+      scopeGroup: DEFAULT_SCOPE_GROUP,
+      scopes: LOGIN_SCOPES,
+    });
+    ensureParentDir(file, true);
+    writeNewFilesAtomic([{ path: file, data: secret + '\n', mode: 0o600 }]);
+  } finally {
+    cli.close();
+  }
+  step(report, 'kanidm oauth2 client', file, true);
+}
+
+/**
+ * Kanidm-side first-boot material: server.toml (domain/origin = the public
+ * issuer, so cookies and WebAuthn work through the wrapper), its loopback
+ * TLS, then, with Kanidm running briefly: the idm_admin and admin passwords
+ * into root-only files and Kiwi ID's OAuth2 client registration.
+ */
+export async function initUpstream(cfg: KiwiConfig): Promise<Report> {
+  // Files first: they need no Kanidm binary, and with them the config is
+  // complete (its default upstream_ca is the CA made here).
+  const report: Report = [];
+  writeServerConfig(cfg, report);
+  writeServerTls(cfg, report);
+  for (const bin of [cfg.upstream_bin, cfg.upstream_cli]) {
+    if (!fs.existsSync(bin)) {
+      throw new UpstreamNotInstalled(
+        `upstream not installed: ${bin} (${bin === cfg.upstream_bin ? 'upstream_bin' : 'upstream_cli'} in ${cfg.config_file}); install it with scripts/install-upstream`,
+        report,
+      );
+    }
+  }
+  if (!onlineStepsNeeded(cfg)) {
+    for (const a of ['idm_admin', 'admin'] as const) step(report, `${a} password`, adminPasswordFile(cfg, a), false);
+    step(report, 'kanidm oauth2 client', cfg.upstream_oauth2.client_secret_file, false);
+    return report;
+  }
+  await verifyPinned(cfg.upstream_bin, cfg.compatibility_file);
+  const dispatcher = undiciAgent(upstreamTls(cfg.upstream_addr, cfg.upstream_ca));
+  try {
+    await withKanidm({ bin: cfg.upstream_bin, config: cfg.upstream_config, upstreamAddr: cfg.upstream_addr, dispatcher }, async () => {
+      const idmAdmin = await recoverAdmin(cfg, 'idm_admin', report);
+      await recoverAdmin(cfg, 'admin', report);
+      await registerKiwiClient(cfg, idmAdmin, report);
+    });
+  } finally {
+    await dispatcher.close();
+  }
   return report;
 }

@@ -18,7 +18,6 @@ import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { UpstreamProxy } from '../server/proxy.js';
 import { readSecretFile } from '../files/secret-file.js';
 import { SqliteStateStore } from '../state/store.js';
-import { readServerToml } from '../upstream/files.js';
 import { verifyPinned } from '../upstream/pin.js';
 import { Supervisor } from '../upstream/supervisor.js';
 import { proxyAgent, undiciAgent, upstreamTls } from '../upstream/tls.js';
@@ -89,8 +88,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
   // installed Kanidm is not the pinned one.
   await verifyPinned(cfg.upstream_bin, cfg.compatibility_file);
 
-  const caPath = cfg.upstream_ca ?? readServerToml(cfg.upstream_config).tlsCa;
-  const tls = upstreamTls(cfg.upstream_addr, caPath);
+  const tls = upstreamTls(cfg.upstream_addr, cfg.upstream_ca);
   const dispatcher = undiciAgent(tls);
   const metrics = createMetrics();
   const issuer = await issuerRoute(cfg, log, dispatcher, metrics);

@@ -1,75 +1,85 @@
-// Everything Kanidm needs on disk before it can run: its server.toml, the
-// loopback TLS material (made by `kanidmd cert-generate`) and the recovered
-// admin password. Used by `kiwi-id dev`, first boot and the tests.
-import { execFile } from 'node:child_process';
+// Kanidm's own config file (server.toml, format version 2 of Kanidm 1.11).
+// Kiwi ID writes it once at first boot and never overwrites it: an operator
+// may tune it afterwards. The wrapper reads back only what it relies on.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
-import { promisify } from 'node:util';
 import { parse } from 'smol-toml';
 
-const run = promisify(execFile);
-
-export interface UpstreamLayout {
-  configPath: string; // server.toml
-  bind: string; // "127.0.0.1:8443"
+export interface ServerTomlLayout {
+  configPath: string;
+  /** "127.0.0.1:8443": loopback only, the wrapper is the only thing on the network. */
+  bind: string;
   dbPath: string;
-  tlsCa: string;
-  tlsCert: string;
+  tlsChain: string;
   tlsKey: string;
-  logLevel?: string;
+  /** The public issuer's host: cookies and the WebAuthn RP id are bound to it. */
+  domain: string;
+  /** The public URL the browser sees (the issuer), served by the wrapper. */
+  origin: string;
+  adminSocket: string;
+  /** Directory of declarative provisioning files (HJSON), if any. */
+  migrationPath?: string;
+  logLevel?: 'info' | 'debug' | 'trace';
 }
 
-/** server.toml in the format of the pinned kanidmd (see upstream-pins/src/config.rs). */
-export function renderServerToml(l: UpstreamLayout): string {
-  const q = (s: string) => JSON.stringify(s); // TOML basic strings share JSON escaping
+const q = (s: string) => JSON.stringify(s); // TOML basic strings share JSON escaping
+
+/** server.toml for the pinned Kanidm (server/core/src/config.rs, ServerConfigV2). */
+export function renderServerToml(l: ServerTomlLayout): string {
   return [
-    '# Kanidm server config, written by kiwi-id. Loopback only: the wrapper is the',
-    '# only thing on the network.',
+    '# Kanidm server config, written once by `kiwi-id init` (never overwritten).',
+    '# Kanidm listens on loopback only; the Kiwi ID wrapper is its public face.',
+    'version = "2"',
     `bindaddress = ${q(l.bind)}`,
     `db_path = ${q(l.dbPath)}`,
-    `tls_ca = ${q(l.tlsCa)}`,
-    `tls_cert = ${q(l.tlsCert)}`,
+    `tls_chain = ${q(l.tlsChain)}`,
     `tls_key = ${q(l.tlsKey)}`,
-    `log_level = ${q(l.logLevel ?? 'default')}`,
+    '# The browser reaches Kanidm through the wrapper at this origin, so cookies,',
+    '# CSRF checks and WebAuthn (RP id = domain) are bound to the public name.',
+    `domain = ${q(l.domain)}`,
+    `origin = ${q(l.origin)}`,
+    `adminbindpath = ${q(l.adminSocket)}`,
+    ...(l.migrationPath ? [`migration_path = ${q(l.migrationPath)}`] : []),
+    `log_level = ${q(l.logLevel ?? 'info')}`,
+    '',
+    '# The wrapper on 127.0.0.1 states the real client address in X-Forwarded-For',
+    '# (and drops any a client sent); nobody else can reach this listener.',
+    '[http_client_address_info]',
+    'x-forward-for = ["127.0.0.1"]',
     '',
   ].join('\n');
 }
 
 /** Writes server.toml unless it exists (never overwrites an operator's file). */
-export function writeServerToml(l: UpstreamLayout): boolean {
+export function writeServerToml(l: ServerTomlLayout): boolean {
   if (existsSync(l.configPath)) return false;
   mkdirSync(dirname(l.configPath), { recursive: true });
-  mkdirSync(dirname(l.dbPath), { recursive: true });
+  mkdirSync(dirname(l.dbPath), { recursive: true, mode: 0o750 });
   writeFileSync(l.configPath, renderServerToml(l), { mode: 0o640 });
   return true;
 }
 
+export interface ServerTomlFacts {
+  bind: string;
+  dbPath: string;
+  tlsChain: string;
+  tlsKey: string;
+  adminSocket: string | undefined;
+}
+
 /** Reads the parts of an existing server.toml that the wrapper relies on. */
-export function readServerToml(configPath: string): { bind: string; tlsCa: string; dbPath: string } {
+export function readServerToml(configPath: string): ServerTomlFacts {
   const doc = parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
   const rel = (p: unknown, key: string) => {
     if (typeof p !== 'string' || !p) throw new Error(`${configPath}: ${key} is missing`);
     return isAbsolute(p) ? p : join(dirname(configPath), p);
   };
+  const bind = Array.isArray(doc.bindaddress) ? doc.bindaddress[0] : doc.bindaddress;
   return {
-    bind: typeof doc.bindaddress === 'string' ? doc.bindaddress : '127.0.0.1:8443',
-    tlsCa: rel(doc.tls_ca, 'tls_ca'),
+    bind: typeof bind === 'string' ? bind : '127.0.0.1:8443',
     dbPath: rel(doc.db_path, 'db_path'),
+    tlsChain: rel(doc.tls_chain, 'tls_chain'),
+    tlsKey: rel(doc.tls_key, 'tls_key'),
+    adminSocket: typeof doc.adminbindpath === 'string' ? doc.adminbindpath : undefined,
   };
-}
-
-export async function certGenerate(kanidmd: string, configPath: string): Promise<boolean> {
-  const { stdout } = await run(kanidmd, ['cert-generate', '-c', configPath]);
-  return JSON.parse(stdout).created === true;
-}
-
-/** Sets a fresh random password on `name` (offline: the server must be stopped). */
-export async function recoverAccount(kanidmd: string, configPath: string, name: string): Promise<string> {
-  const { stdout } = await run(kanidmd, ['recover-account', name, '-c', configPath], {
-    maxBuffer: 1 << 20,
-  });
-  const line = stdout.trim().split('\n').pop() ?? '';
-  const out = JSON.parse(line);
-  if (typeof out.password !== 'string') throw new Error(`recover-account ${name}: no password in output`);
-  return out.password;
 }
