@@ -12,6 +12,7 @@ import type { Page } from 'playwright-core';
 import { IssuerHarness } from '../component/harness/issuer.js';
 import { ScriptedLogin } from '../component/harness/scripted-login.js';
 import { localCertificate } from '../component/harness/certs.js';
+import { closeAll } from '../component/harness/cleanup.js';
 import { launchTrusting } from '../e2e/browser.js';
 import { freePort } from '../e2e/net.js';
 import { startSampleService } from '../e2e/sample-service.js';
@@ -39,11 +40,13 @@ before(async () => {
   page = await (await browser.browser.newContext()).newPage();
 });
 
-after(async () => {
-  await browser?.close();
-  for (const s of Object.values(services)) await s.close();
-  await h.close();
-});
+after(() =>
+  closeAll(
+    () => browser?.close(),
+    ...Object.values(services).map((s) => () => s.close()),
+    () => h.close(),
+  ),
+);
 
 const result = async () => (await page.locator('#result').textContent())?.trim();
 
@@ -59,6 +62,7 @@ test('the browser trusts the test CA and nothing else', async () => {
     const ok = await (await (await browser.browser.newContext()).newPage()).goto(`${h.issuer}/.well-known/openid-configuration`);
     assert.equal(ok?.status(), 200);
   } finally {
+    server.closeAllConnections();
     server.close();
   }
 });

@@ -56,7 +56,8 @@ function describeUnits() {
 
   test('kiwi-id.service is hardened as the appliance requires', () => {
     const unit = fs.readFileSync(path.join('lxc/rootfs', UNITS[0]!), 'utf8');
-    for (const line of ['User=kiwi', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'Restart=on-failure', 'CapabilityBoundingSet=']) {
+    // KillMode=mixed + SendSIGKILL: Kanidm (same cgroup) never outlives the wrapper, not even a SIGKILLed one.
+    for (const line of ['User=kiwi', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'Restart=on-failure', 'CapabilityBoundingSet=', 'KillMode=mixed', 'SendSIGKILL=yes']) {
       assert.match(unit, new RegExp(`^${line}$`, 'm'), line);
     }
     const rw = /^ReadWritePaths=(.*)$/m.exec(unit)?.[1]?.split(/\s+/) ?? [];

@@ -12,6 +12,8 @@ import type { AddressInfo } from 'node:net';
 import { Agent, request } from 'undici';
 import { createLogger } from '../../wrapper/src/telemetry/log.js';
 import { localCertificate } from './harness/certs.js';
+import { closeAll } from './harness/cleanup.js';
+import { waitFor } from './harness/wait.js';
 import { proxyAgent, upstreamTls } from '../../wrapper/src/upstream/tls.js';
 import { createMetrics } from '../../wrapper/src/telemetry/metrics.js';
 import { UpstreamProxy } from '../../wrapper/src/server/proxy.js';
@@ -35,7 +37,23 @@ const log = createLogger({
   }),
 });
 
-// The origin: echoes what it received; /slow waits; upgrades echo bytes.
+// Origin replies held back until the test releases them (/hold, the rest of
+// /stream): a test decides when the upstream answers instead of guessing how
+// long a request takes to arrive.
+const held = new Set<() => void>();
+let heldSoFar = 0;
+function hold(reply: () => void) {
+  heldSoFar++;
+  held.add(reply);
+}
+function releaseHeld(): number {
+  const n = held.size;
+  for (const reply of held) reply();
+  held.clear();
+  return n;
+}
+
+// The origin: echoes what it received; /hold and /stream wait for the test; upgrades echo bytes.
 function makeOrigin(tls: { certPath: string; keyPath: string }) {
   const server = https.createServer({ cert: fs.readFileSync(tls.certPath), key: fs.readFileSync(tls.keyPath) });
   server.on('request', (req, res) => {
@@ -48,12 +66,11 @@ function makeOrigin(tls: { certPath: string; keyPath: string }) {
         res.setHeader('keep-alive', 'timeout=5');
         res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body: Buffer.concat(chunks).toString() }));
       };
-      const ms = Number(url.searchParams.get('ms') ?? 0);
-      if (url.pathname === '/slow') setTimeout(reply, ms);
+      if (url.pathname === '/hold') hold(reply);
       else if (url.pathname === '/stream') {
-        // First chunk now, the rest later: a proxy that buffers would hold the first back.
+        // First chunk now, the rest when released: a proxy that buffers would hold the first back.
         res.write('first;');
-        setTimeout(() => res.end('x'.repeat(4 * 1024 * 1024)), 400);
+        hold(() => res.end('x'.repeat(4 * 1024 * 1024)));
       } else reply();
     });
   });
@@ -112,13 +129,16 @@ before(async () => {
   frontUrl = `https://localhost:${a.port}`;
 });
 
-after(async () => {
-  await front.drain();
-  origin.closeAllConnections();
-  origin.close();
-  await client.close();
-  fs.rmSync(root, { recursive: true, force: true });
-});
+after(() =>
+  closeAll(
+    releaseHeld,
+    () => front?.drain(),
+    () => origin?.closeAllConnections(),
+    () => origin && new Promise((r) => origin.close(r)),
+    () => client.close(),
+    () => fs.rmSync(root, { recursive: true, force: true }),
+  ),
+);
 
 async function get(p: string, init: Parameters<typeof request>[1] = {}) {
   const res = await request(frontUrl + p, { dispatcher: client, ...init });
@@ -182,13 +202,12 @@ test('hop-by-hop headers, including ones named in Connection, are not forwarded'
 });
 
 test('responses stream through: the first bytes arrive before the upstream finishes; large bodies pass', async () => {
-  const t0 = Date.now();
   const res = await request(`${frontUrl}/stream`, { dispatcher: client });
   const it = res.body[Symbol.asyncIterator]();
   const first = await it.next();
-  const firstAt = Date.now() - t0;
   assert.match(String(first.value), /^first;/);
-  assert.ok(firstAt < 350, `first chunk after ${firstAt} ms`);
+  // The origin has not finished its response yet: it waits for this release.
+  assert.equal(releaseHeld(), 1, 'the rest of the body was still held at the origin');
   let size = Buffer.byteLength(String(first.value));
   for (let c = await it.next(); !c.done; c = await it.next()) size += (c.value as Buffer).length;
   assert.equal(size, 'first;'.length + 4 * 1024 * 1024);
@@ -226,16 +245,14 @@ test('upstream unhealthy: 503 with Retry-After at once; JSON for JSON clients', 
   assert.equal((await get('/readyz')).status, 200);
 });
 
-test('slow upstream: 504 after upstream_timeout, no hang', async () => {
+test('slow upstream: 504 after upstream_timeout, no hang', async (t) => {
   const slowFront = makeFront(`https://127.0.0.1:${originPort}`, originCerts.caPath, { timeoutMs: 200 });
   const a = await slowFront.listen();
-  try {
-    const res = await request(`https://localhost:${a.port}/slow?ms=1500`, { dispatcher: client });
-    assert.equal(res.statusCode, 504);
-    assert.doesNotMatch(await res.body.text(), /at \w+ \(|node:internal/);
-  } finally {
-    await slowFront.drain();
-  }
+  t.after(() => closeAll(releaseHeld, () => slowFront.drain()));
+  // The origin never answers this one (until the test is over).
+  const res = await request(`https://localhost:${a.port}/hold`, { dispatcher: client });
+  assert.equal(res.statusCode, 504);
+  assert.doesNotMatch(await res.body.text(), /at \w+ \(|node:internal/);
 });
 
 test('upstream port closed: 503 (process gone), never a reset', async () => {
@@ -274,11 +291,19 @@ test('upstream certificate from another CA: 502, TLS verification stays on', asy
   }
 });
 
-test('a client that gives up mid-request leaves the wrapper healthy', async () => {
-  await assert.rejects(request(`${frontUrl}/slow?ms=600`, { dispatcher: client, signal: AbortSignal.timeout(100) }));
-  await new Promise((r) => setTimeout(r, 700)); // the upstream answers to nobody
-  assert.equal(front.inFlight, 0);
+test('a client that gives up mid-request leaves the wrapper healthy', async (t) => {
+  t.after(releaseHeld);
+  const gaveUp = new AbortController();
+  const before = heldSoFar;
+  const pending = request(`${frontUrl}/hold`, { dispatcher: client, signal: gaveUp.signal });
+  await waitFor(() => heldSoFar > before, { what: 'the request to reach the origin' });
+  assert.equal(front.inFlight, 1);
+  gaveUp.abort();
+  await assert.rejects(pending);
+  await waitFor(() => front.inFlight === 0, { what: 'the front door to let go of the abandoned request' });
+  assert.equal(releaseHeld(), 1); // the upstream answers to nobody
   assert.equal((await get('/')).status, 200);
+  assert.equal(front.inFlight, 0);
 });
 
 test('a failing wrapper route gives a clean 500 without a stack', async () => {
@@ -287,7 +312,7 @@ test('a failing wrapper route gives a clean 500 without a stack', async () => {
   assert.doesNotMatch(r.text, /bug in route|at \w+/);
 });
 
-test('WebSocket upgrades are proxied both ways', async () => {
+test('WebSocket upgrades are proxied both ways', async (t) => {
   const a = new URL(frontUrl);
   const socket = await new Promise<import('node:net').Socket>((resolve, reject) => {
     const req = https.request({
@@ -303,11 +328,11 @@ test('WebSocket upgrades are proxied both ways', async () => {
     req.on('error', reject);
     req.end();
   });
+  t.after(() => socket.destroy());
   const echoed = await new Promise<string>((resolve) => {
     socket.once('data', (d) => resolve(String(d)));
     socket.write('ping');
   });
-  socket.destroy();
   assert.equal(echoed, 'ping');
 });
 
@@ -354,14 +379,17 @@ test('SIGHUP-style reload serves the new certificate to new connections', async 
   }
 });
 
-test('drain: in-flight requests finish, new connections are refused', async () => {
+test('drain: in-flight requests finish, new connections are refused', async (t) => {
   const f = makeFront(`https://127.0.0.1:${originPort}`, originCerts.caPath);
   const a = await f.listen();
   const own = new Agent({ connect: { ca: fs.readFileSync(frontCerts.caPath) } });
-  const slow = request(`https://localhost:${a.port}/slow?ms=400`, { dispatcher: own });
-  await new Promise((r) => setTimeout(r, 100));
+  t.after(() => closeAll(releaseHeld, () => f.drain(), () => own.destroy()));
+  const slow = request(`https://localhost:${a.port}/hold`, { dispatcher: own });
+  // In flight end to end: the origin has it (and holds its answer).
+  await waitFor(() => held.size === 1, { what: 'the request to reach the origin' });
   assert.equal(f.inFlight, 1);
   const drained = f.drain();
+  assert.equal(releaseHeld(), 1);
   const res = await slow;
   assert.equal(res.statusCode, 200);
   assert.equal(res.headers.connection, 'close');

@@ -15,10 +15,19 @@ import { localCertificate } from './harness/certs.js';
 import { IssuerHarness } from './harness/issuer.js';
 import { LogoutReceiver } from './harness/logout-receiver.js';
 import { ScriptedLogin } from './harness/scripted-login.js';
-import { eventually, logout, signIn } from './harness/sign-in.js';
+import type { Revalidation } from '../../wrapper/src/oidc/login/method.js';
 
-let login!: ScriptedLogin;
-const h = new IssuerHarness((self) => (login = new ScriptedLogin(self)));
+/** The scripted login, plus the source's answer to "is this person still valid?" (Kanidm's refresh check in production). */
+class RevalidatingLogin extends ScriptedLogin {
+  invalid = new Set<string>();
+  async revalidate(sub: string): Promise<Revalidation> {
+    return this.invalid.has(sub) ? { status: 'invalid', reason: 'account disabled' } : { status: 'fresh' };
+  }
+}
+import { authorize, eventually, logout, signIn } from './harness/sign-in.js';
+
+let login!: RevalidatingLogin;
+const h = new IssuerHarness((self) => (login = new RevalidatingLogin(self)));
 // Sessions that end on their own after 3 s, checked every 100 ms.
 const expiring = new IssuerHarness((self) => new ScriptedLogin(self), 'ES256', { ttl: { session_ttl: 3 }, sessionCheckIntervalMs: 100 });
 let rp: LogoutReceiver;
@@ -175,6 +184,26 @@ test('admin revocation: the user\'s sessions end, their services are told, and t
     assert.ok(logLines().some((l) => l.msg === 'back-channel logout delivered' && l.reason === 'admin'));
     assert.deepEqual(await revokeSessions(h.store, new Set(['u-bob'])), [], 'nothing left to revoke');
   } finally {
+    login.user = { ...login.user, sub: 'u-alice', preferred_username: 'alice' };
+  }
+});
+
+test('a session that stops being the person\'s (account invalid at the source): its services are told at once', async () => {
+  login.user = { ...login.user, sub: 'u-carol', preferred_username: 'carol' };
+  try {
+    const mail = await rpConfig(h, 'kiwi-mail');
+    const chat = await rpConfig(h, 'kiwi-chat');
+    const { tokens, browser } = await signIn(h, mail, { redirect_uri: MAIL_CB });
+    const sid = idClaims(tokens.id_token!).sid;
+    // Carol is disabled at Kanidm; her next authorization in this browser finds out.
+    login.invalid.add('u-carol');
+    const refused = await authorize(browser, chat, { redirect_uri: CHAT_CB });
+    assert.equal(refused.landed.searchParams.get('error'), 'access_denied');
+    const [claims] = await eventually('logout token for the invalidated session', tokensFor(rp, '/kiwi-mail/backchannel', sid));
+    assert.equal(claims!.sub, 'u-carol');
+    assert.ok(logLines().some((l) => l.msg === 'back-channel logout delivered' && l.reason === 'invalidated' && l.client_id === 'kiwi-mail'));
+  } finally {
+    login.invalid.clear();
     login.user = { ...login.user, sub: 'u-alice', preferred_username: 'alice' };
   }
 });

@@ -9,8 +9,8 @@ import { form, IssuerHarness } from './harness/issuer.js';
 for (const alg of ['EdDSA', 'RS256'] as const) {
   test(`${alg} key: discovery, JWKS and signed tokens follow the key type`, async () => {
     const h = new IssuerHarness(() => null, alg);
-    await h.start();
     try {
+      await h.start();
       h.register({ client_id: 'kiwi-mail', redirect_uris: ['https://mail.kiwi.test/cb'] });
       h.register({ client_id: 'svc', grant_types: ['client_credentials'], scopes: ['groups'], token_endpoint_auth_method: 'client_secret_post', redirect_uris: [] });
       const d = JSON.parse((await h.http('/.well-known/openid-configuration')).text);

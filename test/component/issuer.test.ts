@@ -27,6 +27,7 @@ const h = new IssuerHarness(
       clientSecret: 'kanidm-issued-secret',
       redirectUri: `${self.issuer}/oauth2/login/callback`,
       store: self.store,
+      domain: 'localhost',
     }),
 );
 let jwtClientKey: CryptoKey;

@@ -13,12 +13,18 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { verify } from '../../wrapper/src/crypto/verify.js';
+import { closeAll } from './harness/cleanup.js';
 import { WrapperProcess } from './harness/wrapper-process.js';
 
 const canNetns = process.getuid?.() === 0 && spawnSync('ip', ['netns', 'list']).status === 0;
+// Unique names (other test runs share the machine); scripts/test sets
+// KIWI_TEST_RUN and checks afterwards that no namespace of its run is left.
 const tag = randomBytes(3).toString('hex');
-const NS_BRIDGE = `kiwi-a-${tag}`;
-const NS_SERVICE = `kiwi-b-${tag}`;
+const run = process.env.KIWI_TEST_RUN ?? 'manual';
+const NS_BRIDGE = `kiwi-a-${run}-${tag}`;
+const NS_SERVICE = `kiwi-b-${run}-${tag}`;
+const VETH_A = `kv-a-${tag}`; // interface names: 15 characters at most
+const VETH_B = `kv-b-${tag}`;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-netns-'));
 const artifact = path.join(root, 'artifact');
 const kiwi = path.join(artifact, 'opt/kiwi/bin/kiwi-id');
@@ -38,12 +44,12 @@ before(async () => {
   assert.equal(b.status, 0, b.stderr);
   ip('netns', 'add', NS_BRIDGE);
   ip('netns', 'add', NS_SERVICE);
-  ip('link', 'add', `kv-a-${tag}`, 'type', 'veth', 'peer', 'name', `kv-b-${tag}`);
-  ip('link', 'set', `kv-a-${tag}`, 'netns', NS_BRIDGE);
-  ip('link', 'set', `kv-b-${tag}`, 'netns', NS_SERVICE);
-  ip('-n', NS_BRIDGE, 'addr', 'add', '10.10.20.10/24', 'dev', `kv-a-${tag}`);
-  ip('-n', NS_SERVICE, 'addr', 'add', '10.10.20.11/24', 'dev', `kv-b-${tag}`);
-  for (const [ns, dev] of [[NS_BRIDGE, `kv-a-${tag}`], [NS_SERVICE, `kv-b-${tag}`]] as const) {
+  ip('link', 'add', VETH_A, 'type', 'veth', 'peer', 'name', VETH_B);
+  ip('link', 'set', VETH_A, 'netns', NS_BRIDGE);
+  ip('link', 'set', VETH_B, 'netns', NS_SERVICE);
+  ip('-n', NS_BRIDGE, 'addr', 'add', '10.10.20.10/24', 'dev', VETH_A);
+  ip('-n', NS_SERVICE, 'addr', 'add', '10.10.20.11/24', 'dev', VETH_B);
+  for (const [ns, dev] of [[NS_BRIDGE, VETH_A], [NS_SERVICE, VETH_B]] as const) {
     ip('-n', ns, 'link', 'set', 'lo', 'up');
     ip('-n', ns, 'link', 'set', dev, 'up');
   }
@@ -57,13 +63,16 @@ before(async () => {
   await w.start();
 });
 
-after(async () => {
-  if (!canNetns) return;
-  await w?.close();
-  spawnSync('ip', ['netns', 'del', NS_BRIDGE]);
-  spawnSync('ip', ['netns', 'del', NS_SERVICE]);
-  fs.rmSync(root, { recursive: true, force: true });
-});
+after(() =>
+  closeAll(
+    () => w?.close(),
+    // Deleting a namespace also deletes the veth end inside it; one that never
+    // got moved there is deleted by name. Missing ones are fine.
+    ...(canNetns ? [NS_BRIDGE, NS_SERVICE].map((ns) => () => spawnSync('ip', ['netns', 'del', ns])) : []),
+    ...(canNetns ? [VETH_A, VETH_B].map((dev) => () => spawnSync('ip', ['link', 'del', dev], { stdio: 'ignore' })) : []),
+    () => fs.rmSync(root, { recursive: true, force: true }),
+  ),
+);
 
 test('from the service namespace, the wrapper answers on 10.10.20.10:8443 and proxies to its loopback upstream', { skip: !canNetns && 'needs root and ip netns' }, () => {
   assert.equal(probe('https://10.10.20.10:8443/healthz').status, 200);

@@ -16,17 +16,26 @@ export async function launchTrusting(caFile: string): Promise<{ browser: Browser
   fs.mkdirSync(path.join(home, '.pki/nssdb'), { recursive: true });
   execFileSync('certutil', ['-d', db, '-N', '--empty-password']);
   execFileSync('certutil', ['-d', db, '-A', '-t', 'C,,', '-n', 'kiwi-test-ca', '-i', caFile]);
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    env: { ...process.env, HOME: home },
-    // Running as root in CI containers needs --no-sandbox; TLS checks stay on.
-    args: ['--no-sandbox'],
-  });
+  let browser: Browser;
+  try {
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      env: { ...process.env, HOME: home },
+      // Running as root in CI containers needs --no-sandbox; TLS checks stay on.
+      args: ['--no-sandbox'],
+    });
+  } catch (err) {
+    fs.rmSync(home, { recursive: true, force: true });
+    throw err;
+  }
   return {
     browser,
     close: async () => {
-      await browser.close();
-      fs.rmSync(home, { recursive: true, force: true });
+      try {
+        await browser.close();
+      } finally {
+        fs.rmSync(home, { recursive: true, force: true });
+      }
     },
   };
 }

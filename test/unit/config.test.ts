@@ -136,7 +136,7 @@ client_secret_file = "secrets/kanidm-client"
       device_code_ttl: 600,
     },
     clients: { file: '/etc/kiwi/clients.toml' },
-    upstream_oauth2: { client_id: 'kiwi-sso', client_secret_file: path.join(dir, 'secrets/kanidm-client') },
+    upstream_oauth2: { client_id: 'kiwi-sso', client_secret_file: path.join(dir, 'secrets/kanidm-client'), recheck_interval_ms: 10_000 },
     backchannel_logout: { ca_file: undefined, timeout_ms: 5000, max_attempts: 6 },
   });
   assert.ok(Object.isFrozen(c) && Object.isFrozen(c.tokens) && Object.isFrozen(c.clients));

@@ -14,6 +14,7 @@ import { addClient, saveClients, type ClientInput, type ClientRecord } from '../
 import { generateSigningKeyPair, loadSigningKey, type SigningKey } from '../../../wrapper/src/crypto/keys.js';
 import { createLogger } from '../../../wrapper/src/telemetry/log.js';
 import { localCertificate } from './certs.js';
+import { closeAll } from './cleanup.js';
 import { SqliteStateStore } from '../../../wrapper/src/state/store.js';
 import { FrontDoor, type Route } from '../../../wrapper/src/server/front-door.js';
 import { createMetrics } from '../../../wrapper/src/telemetry/metrics.js';
@@ -144,12 +145,15 @@ export class IssuerHarness {
     saveClients(this.clientsFile, this.clients);
   }
 
-  async close(): Promise<void> {
-    this.issuerInstance?.close();
-    await this.front.drain();
-    await this.store.close();
-    await this.dispatcher.close();
-    fs.rmSync(this.root, { recursive: true, force: true });
+  /** Closes whatever start() got to open, even after a failed start or test. */
+  close(): Promise<void> {
+    return closeAll(
+      () => this.issuerInstance?.close(),
+      () => this.front?.drain(),
+      () => this.store?.close(),
+      () => this.dispatcher.close(),
+      () => fs.rmSync(this.root, { recursive: true, force: true }),
+    );
   }
 
   async http(p: string, init: HttpInit = {}) {

@@ -2,6 +2,8 @@
 // TLS, JWT keys, a config, and as its upstream the scripted child of the
 // supervisor tests (fixtures/status-server.mjs), pinned by its own checksum.
 // `command` is how kiwi-id is started (tsx from source, or the built artifact).
+// close() always ends the wrapper and its upstream, also after a failed test
+// or a wrapper killed with SIGKILL (whose upstream would otherwise live on).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -10,6 +12,8 @@ import { Agent, request } from 'undici';
 import { generateSigningKeyPair } from '../../../wrapper/src/crypto/keys.js';
 import { localCertificate } from './certs.js';
 import { freePort } from '../../e2e/net.js';
+import { endChild, killAllWith } from './processes.js';
+import { waitFor } from './wait.js';
 
 const FIXTURE = path.resolve('test/component/fixtures/status-server.mjs');
 
@@ -29,6 +33,7 @@ export class WrapperProcess {
   base = '';
   dispatcher!: Agent;
   readonly config: string;
+  upstreamPort = 0;
 
   constructor(
     readonly root: string,
@@ -44,21 +49,41 @@ export class WrapperProcess {
     return path.join(this.root, 'wrapper-ca.crt');
   }
 
+  /** The scripted upstream's executable (its path is unique to this instance). */
+  get upstreamBin(): string {
+    return path.join(this.root, 'bin/kanidmd');
+  }
+
+  get upstreamConfig(): string {
+    return path.join(this.root, 'upstream.json');
+  }
+
+  /** Where the wrapper records its running upstream (data_dir/upstream.pid). */
+  get pidFile(): string {
+    return path.join(this.root, 'data/upstream.pid');
+  }
+
   /** Writes the files, starts `kiwi-id run`, resolves once /readyz says ready. */
   async start(): Promise<void> {
+    await this.prepare();
+    await this.launch();
+  }
+
+  /** Everything `kiwi-id run` needs, in `root`. */
+  async prepare(): Promise<void> {
     const root = this.root;
     const host = this.o.listenHost ?? '127.0.0.1';
     const listener = localCertificate(root, 'wrapper', [...new Set(['127.0.0.1', host])]);
     const upstream = localCertificate(root, 'upstream');
     await generateSigningKeyPair(path.join(root, 'jwt-private.pem'), path.join(root, 'jwt-public.pem'));
-    const bin = path.join(root, 'bin/kanidmd');
+    const bin = this.upstreamBin;
     fs.mkdirSync(path.dirname(bin), { recursive: true });
     fs.copyFileSync(FIXTURE, bin);
     fs.chmodSync(bin, 0o755);
     const sum = 'sha256:' + createHash('sha256').update(fs.readFileSync(bin)).digest('hex');
     fs.writeFileSync(path.join(root, 'compatibility.toml'), `[upstream]\nname = "kanidm"\nversion = "test"\n[upstream.checksums]\n"bin/kanidmd" = "${sum}"\n`);
-    const upstreamPort = this.o.upstreamPort ?? (await freePort());
-    fs.writeFileSync(path.join(root, 'upstream.json'), JSON.stringify({ port: upstreamPort, cert: upstream.certPath, key: upstream.keyPath, mode: 'ok' }));
+    const upstreamPort = (this.upstreamPort = this.o.upstreamPort ?? (await freePort()));
+    fs.writeFileSync(this.upstreamConfig, JSON.stringify({ port: upstreamPort, cert: upstream.certPath, key: upstream.keyPath, mode: 'ok' }));
     const port = this.o.listenPort ?? (await freePort());
     const publicHost = host === '127.0.0.1' ? 'localhost' : host;
     fs.writeFileSync(
@@ -73,8 +98,8 @@ export class WrapperProcess {
         'upstream_config = "upstream.json"',
         'upstream_ca = "upstream-ca.crt"',
         'compatibility_file = "compatibility.toml"',
-        'health_check_interval = "200ms"',
-        'health_check_timeout = "5s"',
+        'health_check_interval = "1s"', // its probe may take up to 2 s before it counts as failed
+        'health_check_timeout = "30s"', // a slow, busy machine is not a broken upstream
         'jwt_private_key = "jwt-private.pem"',
         'jwt_public_key = "jwt-public.pem"',
         'data_dir = "data"',
@@ -83,11 +108,40 @@ export class WrapperProcess {
     );
     this.base = `https://${publicHost}:${port}`;
     this.dispatcher = new Agent({ connect: { ca: fs.readFileSync(listener.caPath) } });
+  }
+
+  /** Starts `kiwi-id run` on the prepared files (again, after a stop or a kill). */
+  spawnRun(): ChildProcess {
     const [cmd, ...args] = this.command;
-    this.child = spawn(cmd!, [...args, '-c', this.config, 'run'], { stdio: ['ignore', 'pipe', 'pipe'], env: this.env });
-    this.child.stdout!.on('data', (d) => this.out.push(String(d)));
-    this.child.stderr!.on('data', (d) => this.out.push(String(d)));
-    await this.until('readiness', this.o.ready ? () => this.o.ready!(this) : async () => (await this.get('/readyz')).status === 200);
+    const child = spawn(cmd!, [...args, '-c', this.config, 'run'], { stdio: ['ignore', 'pipe', 'pipe'], env: this.env });
+    child.stdout!.on('data', (d) => this.out.push(String(d)));
+    child.stderr!.on('data', (d) => this.out.push(String(d)));
+    this.child = child;
+    return child;
+  }
+
+  /** Starts `kiwi-id run`; resolves once it is ready, rejects if it exits first. */
+  async launch(): Promise<void> {
+    const child = this.spawnRun();
+    const ready = this.o.ready ? () => this.o.ready!(this) : async () => (await this.get('/readyz')).status === 200;
+    await this.until('readiness', async () => {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`kiwi-id run exited (${child.exitCode ?? child.signalCode}) before it was ready`);
+      return ready();
+    });
+  }
+
+  /** Starts `kiwi-id run` expecting it to refuse: resolves with its exit code and output. */
+  async runToExit(timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {
+    const from = this.out.length;
+    const child = this.spawnRun();
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const t = setTimeout(() => {
+        reject(new Error(`kiwi-id run still running after ${timeoutMs} ms\n${this.out.slice(from).join('').slice(-2000)}`));
+        void endChild(child); // it was expected to refuse; it must not outlive the test either
+      }, timeoutMs);
+      child.once('exit', (c) => (clearTimeout(t), resolve(c)));
+    });
+    return { code, output: this.out.slice(from).join('') };
   }
 
   /** The JSON log lines so far (non-JSON lines as {raw}). */
@@ -106,13 +160,9 @@ export class WrapperProcess {
     return { status: res.statusCode, text: await res.body.text() };
   }
 
-  async until(what: string, ok: () => Promise<boolean>, ms = 15_000): Promise<void> {
-    const end = Date.now() + ms;
-    while (Date.now() < end) {
-      if (await ok().catch(() => false)) return;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`timed out waiting for ${what}\n${this.out.join('').slice(-2000)}`);
+  /** Polls `ok` until true; the bound is only how long a broken test takes to fail. */
+  async until(what: string, ok: () => Promise<boolean>, ms = 30_000): Promise<void> {
+    await waitFor(ok, { what, timeoutMs: ms, intervalMs: 50, detail: () => this.out.join('').slice(-2000) });
   }
 
   /** Another kiwi-id command (same command line, same config), e.g. `client add`. */
@@ -128,16 +178,23 @@ export class WrapperProcess {
     return /client_secret: (\S+)/.exec(r.stdout)![1]!;
   }
 
-  /** SIGTERM; resolves with the exit code. */
+  /** SIGTERM (SIGKILL if it has not exited after 30 s); resolves with the exit code. */
   stop(): Promise<number | null> {
-    if (this.child.exitCode !== null) return Promise.resolve(this.child.exitCode);
-    const exited = new Promise<number | null>((r) => this.child.once('exit', (code) => r(code)));
-    this.child.kill('SIGTERM');
-    return exited;
+    return endChild(this.child, 'SIGTERM', 30_000);
   }
 
+  /**
+   * Ends everything this instance started, whatever state a failed test left
+   * it in: the wrapper (SIGTERM, so it stops its upstream, then SIGKILL) and
+   * any scripted upstream still running from this root (e.g. orphaned by a
+   * SIGKILL of the wrapper).
+   */
   async close(): Promise<void> {
-    if (this.child?.exitCode === null) this.child.kill('SIGKILL');
-    await this.dispatcher?.close();
+    try {
+      if (this.child) await endChild(this.child, 'SIGTERM', 10_000);
+    } finally {
+      await killAllWith(this.upstreamBin);
+      await this.dispatcher?.close();
+    }
   }
 }

@@ -1,5 +1,4 @@
 // kiwi-id command line.
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,6 +6,7 @@ import { Command } from 'commander';
 import { registerClientCommands } from './client.js';
 import { registerSessionCommands } from './session.js';
 import { StoreRegisteredClients } from '../clients/registered-clients.js';
+import { registerKanidmCommands } from './kanidm.js';
 import { ClientsFileError, loadClients } from '../clients/clients-file.js';
 import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from '../config/config.js';
 import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from '../lifecycle/first-boot.js';
@@ -118,31 +118,6 @@ export function buildCli(): Command {
     });
 
   program
-    .command('kanidm')
-    .description('run the upstream kanidm CLI against the local Kanidm (args passed through)')
-    .allowUnknownOption(true)
-    .helpOption(false)
-    .argument('[args...]')
-    .action((args: string[]) => {
-      const cfg = loadOrExit(configPath(program.opts().config));
-      if (!existsSync(cfg.upstream_cli)) {
-        process.stderr.write(`kiwi-id: upstream CLI ${cfg.upstream_cli} not found (upstream_cli in ${cfg.config_file})\n`);
-        process.exit(127);
-      }
-      // The CLI reads its server URL and CA from these variables, so the
-      // operator never has to type them; stdin/tty are inherited.
-      const child = spawn(cfg.upstream_cli, args, {
-        stdio: 'inherit',
-        env: { ...process.env, KANIDM_URL: cfg.upstream_addr, KANIDM_CA_PATH: cfg.upstream_ca },
-      });
-      child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 : 1)));
-      child.on('error', (err) => {
-        process.stderr.write(`kiwi-id: cannot run ${cfg.upstream_cli}: ${err.message}\n`);
-        process.exit(126);
-      });
-    });
-
-  program
     .command('state')
     .description('live issuer state per kind (sessions, grants, refresh tokens, ...) as JSON')
     .argument('<action>', 'stats')
@@ -173,6 +148,7 @@ export function buildCli(): Command {
     return { registered: new StoreRegisteredClients(store), close: () => store.close() };
   });
   registerSessionCommands(program, openStore);
+  registerKanidmCommands(program, () => loadOrExit(configPath(program.opts().config)));
 
   return program;
 }

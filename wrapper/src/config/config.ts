@@ -69,7 +69,12 @@ export interface KiwiConfig {
   readonly clients: { readonly file: string } & IssuerSettings['registration'];
   readonly backchannel_logout: IssuerSettings['backchannel_logout'];
   /** Kiwi ID's own OAuth2 client registration at Kanidm (how users log in). */
-  readonly upstream_oauth2: { readonly client_id: string; readonly client_secret_file: string };
+  readonly upstream_oauth2: {
+    readonly client_id: string;
+    readonly client_secret_file: string;
+    /** How long a confirmation from Kanidm that a signed-in person is still valid is reused (0: ask every time). */
+    readonly recheck_interval_ms: number;
+  };
 }
 
 export interface ValidateOptions {
@@ -148,13 +153,13 @@ class Section extends TableReader {
     return new Section(this.file, v, `[${key}].`, this.baseDir);
   }
 
-  durationMs(key: string, fallback: string): number {
+  durationMs(key: string, fallback: string, o: { allowZero?: boolean } = {}): number {
     const v = this.table[key] ?? fallback;
     if (typeof v !== 'string') {
       throw this.error(key, `expected a duration string like "5s", got ${tomlType(v)}`);
     }
     const ms = this.convert(key, () => parseDuration(v));
-    if (ms <= 0) throw this.error(key, 'must be greater than 0');
+    if (ms < 0 || (ms === 0 && !o.allowZero)) throw this.error(key, 'must be greater than 0');
     return ms;
   }
 
@@ -259,7 +264,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
   clientsSec.rejectUnknown(['file', ...CLIENTS_REGISTRATION_KEYS]);
   const issuerSettings = parseIssuerSettings(raw, file, opts.checkFiles ?? true);
   const upstreamOauth2Sec = top.section('upstream_oauth2');
-  upstreamOauth2Sec.rejectUnknown(['client_id', 'client_secret_file']);
+  upstreamOauth2Sec.rejectUnknown(['client_id', 'client_secret_file', 'recheck_interval']);
 
   const listen_addr = top.string('listen_addr');
   const { host: listen_host, port: listen_port } = top.convert('listen_addr', () =>
@@ -332,6 +337,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     upstream_oauth2: Object.freeze({
       client_id: upstreamOauth2Sec.string('client_id', 'kiwi-id'),
       client_secret_file: upstreamOauth2Sec.path('client_secret_file', path.join(data_dir, 'upstream-oauth2.secret')),
+      recheck_interval_ms: upstreamOauth2Sec.durationMs('recheck_interval', '10s', { allowZero: true }),
     }),
   };
 

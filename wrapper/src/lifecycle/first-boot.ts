@@ -15,7 +15,7 @@ import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
 import { generateDevCertificate } from '../crypto/tls-certs.js';
 import { writeServerToml } from '../upstream/files.js';
 import { KanidmCli } from '../upstream/kanidm-cli.js';
-import { recoverAccount } from '../upstream/kanidmd-tasks.js';
+import { recoverAccount, reindexDatabase } from '../upstream/kanidmd-tasks.js';
 import { withKanidm } from '../upstream/one-off.js';
 import { DEFAULT_SCOPE_GROUP, ensureKiwiOAuth2Client, LOGIN_SCOPES } from '../upstream/provision.js';
 import { undiciAgent, upstreamTls } from '../upstream/tls.js';
@@ -144,6 +144,11 @@ function writeServerTls(cfg: KiwiConfig, report: Report): void {
     ips: [...new Set([...(isIp ? [host] : []), '127.0.0.1'])],
     days: 3650,
   });
+  if (made.created) {
+    // Kanidm warns unless its TLS files are read-only to the uid running it.
+    fs.chmodSync(tls.key, 0o400);
+    fs.chmodSync(tls.chain, 0o444);
+  }
   step(report, 'kanidm TLS certificate', tls.chain, made.created);
 }
 
@@ -212,6 +217,7 @@ export async function initUpstream(cfg: KiwiConfig): Promise<Report> {
     return report;
   }
   await verifyPinned(cfg.upstream_bin, cfg.compatibility_file);
+  const newDatabase = !fs.existsSync(cfg.upstream_db_path);
   const dispatcher = undiciAgent(upstreamTls(cfg.upstream_addr, cfg.upstream_ca));
   try {
     await withKanidm({ bin: cfg.upstream_bin, config: cfg.upstream_config, upstreamAddr: cfg.upstream_addr, dispatcher }, async () => {
@@ -221,6 +227,11 @@ export async function initUpstream(cfg: KiwiConfig): Promise<Report> {
     });
   } finally {
     await dispatcher.close();
+  }
+  if (newDatabase) {
+    // Kanidm 1.11.1 leaves a new database partly unindexed (see reindexDatabase).
+    await reindexDatabase(cfg.upstream_bin, cfg.upstream_config);
+    step(report, 'kanidm database index', cfg.upstream_db_path, true);
   }
   return report;
 }

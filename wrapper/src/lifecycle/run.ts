@@ -52,6 +52,10 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
       clientSecret: readSecretFile(secretFile).trim(),
       redirectUri: cfg.issuer + LOGIN_CALLBACK,
       store,
+      domain: new URL(cfg.issuer).hostname,
+      grantTtlSeconds: Math.max(cfg.tokens.refresh_token_ttl, cfg.tokens.session_ttl),
+      freshForMs: cfg.upstream_oauth2.recheck_interval_ms,
+      log: childLogger(log, 'login'),
     });
   } else {
     log.error({ file: secretFile }, 'Kanidm OAuth2 client secret missing: user sign-in is disabled until it exists (see README, first boot)');
@@ -98,6 +102,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     upstreamAddr: cfg.upstream_addr,
     dispatcher,
     compatibilityFile: cfg.compatibility_file,
+    pidFile: join(cfg.data_dir, 'upstream.pid'),
     intervalMs: cfg.health_check_interval_ms,
     timeoutMs: cfg.health_check_timeout_ms,
     log: childLogger(log, 'upstream'),

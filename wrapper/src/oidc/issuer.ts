@@ -3,7 +3,7 @@
 // (OpenID certified); this module composes it with the pieces Kiwi ID
 // supplies: configuration, persistence, client lookup, interaction steps.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import Provider from 'oidc-provider';
+import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { verifySecretAsync } from '../clients/clients-file.js';
@@ -134,6 +134,10 @@ export function createIssuer(o: IssuerOptions): Issuer {
   reportEvents(provider, o.log, o.countEvent);
   sessions.start(o.sessionCheckIntervalMs ?? 5000);
   if (o.registrationToken) o.log.info({ endpoint: PATHS.registration }, 'dynamic client registration is on (registration_token set)');
+  if (o.login?.endSession) {
+    const endSession = o.login.endSession.bind(o.login);
+    provider.on('end_session.success', (ctx: KoaContextWithOIDC) => endSession(ctx.req, ctx.res));
+  }
 
   const callback = provider.callback();
   const prompt = promptHandler({ provider, login: o.login, accounts, clients: o.clients, log: o.log });

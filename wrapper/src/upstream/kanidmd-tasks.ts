@@ -30,3 +30,22 @@ export async function recoverAccount(kanidmd: string, configPath: string, name: 
     `kanidmd recover-account ${name} failed: ${out.message ?? out.reason ?? (r.stderr.trim().split('\n').pop() || `exit ${r.exitCode}`)}`,
   );
 }
+
+/**
+ * Rebuilds every index of the (stopped) server's database. Needed once after
+ * Kanidm 1.11.1 creates a new database: its bootstrap indexes only a subset of
+ * attributes (kanidm/kanidm#4534, fixed upstream after 1.11.1 by #4539), and
+ * searches on the others then fail with a 500 (ResourceLimit, "fully
+ * unindexed"). Kanidm's own documented remedy is this offline reindex.
+ */
+export async function reindexDatabase(kanidmd: string, configPath: string): Promise<void> {
+  const r = await execa(kanidmd, ['database', 'reindex', '-c', configPath], {
+    reject: false,
+    stdin: 'ignore',
+    all: true,
+    timeout: 600_000,
+  });
+  if (r.exitCode !== 0 || !/reindex: complete/i.test(r.all ?? '')) {
+    throw new KanidmdTaskError(`kanidmd database reindex failed (exit ${r.exitCode}): ${(r.all ?? '').trim().split('\n').slice(-3).join(' | ')}`);
+  }
+}

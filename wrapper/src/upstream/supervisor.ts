@@ -6,6 +6,9 @@
 // - crash -> restart with exponential backoff; repeated crashes are reported
 //   as a crash loop (log + metric), never silently swallowed
 // - exposes `healthy` so the proxy can answer 503 at once while it is down
+// - never runs next to, or adopts, a kanidmd left by an earlier wrapper: it
+//   records what it starts in a pid file and deals with leftovers before the
+//   first start (see orphan.ts)
 import { EventEmitter } from 'node:events';
 import { createInterface } from 'node:readline';
 import { execa, type ResultPromise } from 'execa';
@@ -13,6 +16,7 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import { redactLine } from '../telemetry/log.js';
 import { probeStatus } from './health.js';
+import { clearOrphans, identify, removePidFile, writePidFile, type ProcessIdentity } from './orphan.js';
 import { verifyPinned } from './pin.js';
 
 export interface SupervisorOptions {
@@ -24,6 +28,12 @@ export interface SupervisorOptions {
   intervalMs: number;
   timeoutMs: number;
   stopTimeoutMs?: number;
+  /**
+   * Where the running kanidmd is recorded (pid + start time), so the next
+   * wrapper can stop one this wrapper left behind. null: no record (tests of
+   * the supervision alone); leftovers are then only refused, never stopped.
+   */
+  pidFile?: string | null;
   /** First restart delay, doubled per crash up to 30 s. Default 500 ms. */
   backoffMinMs?: number;
   log: Logger;
@@ -42,6 +52,7 @@ export class Supervisor extends EventEmitter {
   restarts = 0;
   crashLoop = false;
   private child: ResultPromise | null = null;
+  private childIdentity: ProcessIdentity | null = null;
   private stopping = false;
   private readonly backoffMinMs: number;
   private backoffMs: number;
@@ -67,7 +78,19 @@ export class Supervisor extends EventEmitter {
 
   async start(): Promise<void> {
     this.stopping = false;
+    await clearOrphans({
+      pidFile: this.o.pidFile ?? null,
+      bin: this.o.bin,
+      config: this.o.config,
+      upstreamAddr: this.o.upstreamAddr,
+      stopTimeoutMs: this.stopTimeoutMs,
+      log: this.o.log,
+    });
     await this.spawn();
+  }
+
+  private get stopTimeoutMs(): number {
+    return this.o.stopTimeoutMs ?? 10_000;
   }
 
   /** Resolves once healthy, rejects if the timeout passes first. */
@@ -109,6 +132,8 @@ export class Supervisor extends EventEmitter {
       forceKillAfterDelay: false,
     });
     this.child = child;
+    this.childIdentity = child.pid === undefined ? null : identify(child.pid);
+    this.record();
     for (const stream of [child.stdout, child.stderr]) {
       if (!stream) continue;
       createInterface({ input: stream }).on('line', (line) => {
@@ -118,6 +143,19 @@ export class Supervisor extends EventEmitter {
     this.o.log.info({ pid: child.pid, bin: this.o.bin }, 'upstream started');
     void child.then((r) => this.onExit(child, r.exitCode, r.signal));
     this.schedule(Math.min(200, this.o.intervalMs));
+  }
+
+  /** The pid file names the running child (see orphan.ts). */
+  private record(): void {
+    const self = identify(process.pid);
+    if (!this.o.pidFile || !this.childIdentity || !self) return;
+    try {
+      writePidFile(this.o.pidFile, { wrapper: self, upstream: this.childIdentity, bin: this.o.bin, config: this.o.config });
+    } catch (err) {
+      // Supervision still works; only the clean-up after a hard kill of the
+      // wrapper is lost, so say so loudly.
+      this.o.log.error({ pid_file: this.o.pidFile, err_message: (err as Error).message }, 'cannot write the upstream pid file');
+    }
   }
 
   private schedule(ms: number) {
@@ -153,6 +191,12 @@ export class Supervisor extends EventEmitter {
   private onExit(child: ResultPromise, code: number | undefined, signal: string | undefined) {
     if (child !== this.child) return;
     this.child = null;
+    try {
+      if (this.o.pidFile && this.childIdentity) removePidFile(this.o.pidFile, this.childIdentity);
+    } catch (err) {
+      this.o.log.warn({ pid_file: this.o.pidFile, err_message: (err as Error).message }, 'cannot remove the upstream pid file');
+    }
+    this.childIdentity = null;
     if (this.stopping) {
       this.setState('stopped');
       this.emit('stopped');
@@ -194,7 +238,7 @@ export class Supervisor extends EventEmitter {
     }
     const done = new Promise<void>((r) => this.once('stopped', () => r()));
     child.kill('SIGTERM');
-    const t = setTimeout(() => child.kill('SIGKILL'), this.o.stopTimeoutMs ?? 10_000);
+    const t = setTimeout(() => child.kill('SIGKILL'), this.stopTimeoutMs);
     await done;
     clearTimeout(t);
   }

@@ -33,6 +33,39 @@ async function startLogin(d: PromptDeps, details: Details, req: IncomingMessage,
   res.writeHead(303, { location: to.href, 'cache-control': 'no-store' }).end();
 }
 
+/**
+ * Asks the login method whether the person is still valid before anything is
+ * issued; refreshes the account snapshot. False when the interaction was ended
+ * (access_denied, or temporarily_unavailable when the source cannot be asked).
+ */
+async function stillValid(d: PromptDeps, details: Details, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+  if (!d.login?.revalidate) return true;
+  const accountId = details.session!.accountId;
+  const r = await d.login.revalidate(accountId);
+  if (r.status === 'fresh') return true;
+  if (r.status === 'updated') {
+    await d.accounts.save(r.claims);
+    return true;
+  }
+  d.log.info({ sub: accountId, status: r.status, reason: r.reason }, 'authorization refused: sign-in no longer valid at the source');
+  await d.provider.interactionFinished(req, res, r.status === 'invalid'
+    ? { error: 'access_denied', error_description: 'your sign-in is no longer valid (account disabled or session ended); sign in again' }
+    : { error: 'temporarily_unavailable', error_description: 'the identity service cannot confirm your sign-in right now' },
+  { mergeWithLastSubmission: false });
+  // The Kiwi ID session keeps its identity (the interaction is bound to it)
+  // but no longer a signed-in person: the next attempt asks the source afresh.
+  if (r.status === 'invalid' && details.session?.cookie) {
+    const session = await d.provider.Session.find(details.session.cookie);
+    if (session) {
+      session.accountId = undefined as never;
+      session.loginTs = undefined;
+      session.authorizations = {};
+      await session.persist();
+    }
+  }
+  return false;
+}
+
 /** False (and the interaction ended with access_denied) when group policy refuses the user. */
 async function admittedByGroups(d: PromptDeps, details: Details, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
   const clientId = String(details.params.client_id);
@@ -75,6 +108,7 @@ export function promptHandler(d: PromptDeps) {
       return sendErrorPage(req, res, 400, 'This sign-in has expired or was started in another browser. Please start again from the service.');
     }
     if (details.prompt.name === 'login') return startLogin(d, details, req, res);
+    if (!(await stillValid(d, details, req, res))) return;
     if (!(await admittedByGroups(d, details, req, res))) return;
     return grantConsent(d, details, req, res);
   };

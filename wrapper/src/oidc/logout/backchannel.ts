@@ -28,7 +28,7 @@ export interface BackchannelOptions {
 }
 
 /** Why a session ended, as logged. */
-export type LogoutReason = 'logout' | 'admin' | 'expired';
+export type LogoutReason = 'logout' | 'admin' | 'expired' | 'invalidated';
 
 const MAX_BACKOFF_MS = 5 * 60_000;
 const LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';

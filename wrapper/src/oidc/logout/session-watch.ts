@@ -1,6 +1,8 @@
 // Which services to tell when a Kiwi ID session ends other than by the
 // user's own logout (which oidc-provider handles at the end_session endpoint):
-// when it expires, or when an admin revokes it (`kiwi-id session revoke`).
+// when it expires, when an admin revokes it (`kiwi-id session revoke`), or
+// when the session stops belonging to its person (the login method found the
+// account invalid at the source, or another person signed in in that browser).
 //
 // Every signed-in session is mirrored into a small "SessionWatch" record
 // (account, sid per client, grants, end time). The session record itself
@@ -48,6 +50,12 @@ export class SessionWatch {
   /** Mirrors a saved Session record; sessions without a signed-in user are not watched. */
   async track(sessionId: string, payload: AdapterPayload, expiresInS: number | undefined): Promise<void> {
     const s = payload as SessionPayload;
+    const previous = await this.store.find(SESSION_WATCH_MODEL, sessionId);
+    const prev = previous && previous.consumedAt === null ? (previous.payload as unknown as WatchPayload) : undefined;
+    if (prev && prev.accountId !== s.accountId) {
+      // Same browser session, no longer that person: their services are told now.
+      for (const [clientId, sid] of Object.entries(prev.clients)) this.notify(clientId, prev.accountId, sid, 'invalidated');
+    }
     if (!s.accountId || !s.authorizations || Object.keys(s.authorizations).length === 0) {
       await this.store.destroy(SESSION_WATCH_MODEL, sessionId);
       return;
