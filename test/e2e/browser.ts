@@ -10,12 +10,15 @@ import { chromium, type Browser } from 'playwright-core';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
-export async function launchTrusting(caFile: string): Promise<{ browser: Browser; close: () => Promise<void> }> {
+/** `caFile`: one CA, or several (e.g. Kiwi ID's and an upstream IdP's), each trusted for TLS servers only. */
+export async function launchTrusting(caFile: string | readonly string[]): Promise<{ browser: Browser; close: () => Promise<void> }> {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-browser-home-'));
   const db = `sql:${path.join(home, '.pki/nssdb')}`;
   fs.mkdirSync(path.join(home, '.pki/nssdb'), { recursive: true });
   execFileSync('certutil', ['-d', db, '-N', '--empty-password']);
-  execFileSync('certutil', ['-d', db, '-A', '-t', 'C,,', '-n', 'kiwi-test-ca', '-i', caFile]);
+  for (const [i, ca] of [caFile].flat().entries()) {
+    execFileSync('certutil', ['-d', db, '-A', '-t', 'C,,', '-n', i === 0 ? 'kiwi-test-ca' : `kiwi-test-ca-${i}`, '-i', ca]);
+  }
   let browser: Browser;
   try {
     browser = await chromium.launch({

@@ -94,7 +94,7 @@ export async function startSampleService(o: SampleServiceOptions): Promise<{ url
         }
         case '/':
           return session
-            ? send(200, `<p id="result">Hello ${esc(String(session.claims.preferred_username))}</p><p id="groups">${esc(JSON.stringify(session.claims.groups ?? []))}</p>`)
+            ? send(200, `<p id="result">Hello ${esc(String(session.claims.preferred_username))}</p><p id="groups">${esc(JSON.stringify(session.claims.groups ?? []))}</p><p id="amr">${esc(JSON.stringify(session.claims.amr ?? []))}</p>`)
             : send(200, '<p id="result">Signed out</p>');
         case '/userinfo': {
           if (!session) return send(401, 'no session');

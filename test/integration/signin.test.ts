@@ -208,3 +208,41 @@ test('no secret in any log line of the run', () => {
   }
   assert.doesNotMatch(log, /"(refresh_token|access_token|id_token|code)":"[A-Za-z0-9_-]{20,}/);
 });
+
+test('passkeys: enrolled on Kanidm\'s reset page with a virtual authenticator, then the passkey alone signs in; another authenticator fails cleanly', async () => {
+  const { context, page } = await newPage();
+  const authenticator = await addVirtualAuthenticator(page);
+  await enrolPasskey(page, await resetLink('bob'));
+  const { credentials } = await authenticator.cdp.send('WebAuthn.getCredentials', { authenticatorId: authenticator.id });
+  assert.equal(credentials.length, 1, 'one passkey stored on the authenticator');
+  assert.equal(credentials[0]!.rpId, 'localhost', 'bound to Kanidm\'s domain, the public issuer host');
+
+  const prompts = await loginPagesDuring(page, () => signIn(page, 'kiwi-mail', { username: 'bob' }));
+  assert.ok(prompts.length > 0);
+  assert.equal(await result(page), 'Hello bob');
+  await context.close();
+
+  // A different browser with an authenticator that holds no credential for bob.
+  const other = await newPage();
+  const stranger = await addVirtualAuthenticator(other.page);
+  const callbacks: string[] = [];
+  other.page.on('request', (r) => {
+    if (r.url().startsWith(`${services['kiwi-mail']!.url}/callback`)) callbacks.push(r.url());
+  });
+  // Kanidm's passkey page reports a refused WebAuthn request on the console and stays put.
+  const refused = new Promise<string>((resolve) => {
+    other.page.on('console', (m) => {
+      if (/Failed to complete passkey authentication/.test(m.text())) resolve(m.text());
+    });
+  });
+  await other.page.goto(`${services['kiwi-mail']!.url}/login`);
+  await other.page.waitForURL(/\/ui\/oauth2/);
+  await kanidmLogin(other.page, { username: 'bob' });
+  assert.match(await refused, /NotAllowedError/);
+  assert.match(other.page.url(), /\/ui\/login/, 'still on Kanidm\'s login');
+  await other.page.getByRole('button', { name: 'Use Passkey' }).waitFor();
+  assert.deepEqual(callbacks, [], 'no code reached the service');
+  const { credentials: none } = await stranger.cdp.send('WebAuthn.getCredentials', { authenticatorId: stranger.id });
+  assert.equal(none.length, 0);
+  await other.context.close();
+});

@@ -135,9 +135,17 @@ client_secret_file = "secrets/kanidm-client"
       session_ttl: 1800,
       device_code_ttl: 600,
     },
+    auth_rate_limit: 20,
     clients: { file: '/etc/kiwi/clients.toml' },
     upstream_oauth2: { client_id: 'kiwi-sso', client_secret_file: path.join(dir, 'secrets/kanidm-client'), recheck_interval_ms: 10_000 },
     backchannel_logout: { ca_file: undefined, timeout_ms: 5000, max_attempts: 6 },
+    federation: {
+      trusted_issuers: [],
+      max_clock_skew_secs: 30,
+      max_assertion_lifetime_secs: 3600,
+      kanidm_token_file: path.join(dir, 'data/kanidm-reader.token'),
+      upstream_idps: [],
+    },
   });
   assert.ok(Object.isFrozen(c) && Object.isFrozen(c.tokens) && Object.isFrozen(c.clients));
 });

@@ -24,10 +24,13 @@ import { ClientsSource } from '../../../wrapper/src/clients/clients-source.js';
 import { createIssuer, type Issuer } from '../../../wrapper/src/oidc/issuer.js';
 import type { TokenTtls } from '../../../wrapper/src/config/config.js';
 import type { LoginMethod } from '../../../wrapper/src/oidc/login/method.js';
+import type { IssuerExtensionFactory } from '../../../wrapper/src/oidc/extension.js';
 
-export const TTL: TokenTtls = { access_token_ttl: 300, refresh_token_ttl: 3600, auth_code_ttl: 60, id_token_ttl: 300, session_ttl: 3600, device_code_ttl: 600 };
-
-export interface HarnessOptions {
+export interface IssuerHarnessOptions {
+  /** Host name in the issuer URL (default localhost; a second issuer uses 127.0.0.1 so browser cookies stay apart). */
+  host?: 'localhost' | '127.0.0.1';
+  /** Extensions plugged into the issuer (federation), made when the issuer URL is known. */
+  extensions?: (h: IssuerHarness) => IssuerExtensionFactory[];
   ttl?: Partial<TokenTtls>;
   /** Turns dynamic client registration on. */
   registrationToken?: string;
@@ -36,6 +39,8 @@ export interface HarnessOptions {
   maxAttempts?: number;
   sessionCheckIntervalMs?: number;
 }
+
+export const TTL: TokenTtls = { access_token_ttl: 300, refresh_token_ttl: 3600, auth_code_ttl: 60, id_token_ttl: 300, session_ttl: 3600, device_code_ttl: 600 };
 
 export type HttpInit = Parameters<typeof request>[1];
 
@@ -65,7 +70,7 @@ export class IssuerHarness {
   constructor(
     private readonly login: (h: IssuerHarness) => LoginMethod | null,
     private readonly alg: 'ES256' | 'EdDSA' | 'RS256' = 'ES256',
-    readonly options: HarnessOptions = {},
+    private readonly opts: IssuerHarnessOptions = {},
   ) {
     this.dispatcher = new Agent({ connect: { ca: fs.readFileSync(this.tls.caPath) } });
   }
@@ -99,7 +104,7 @@ export class IssuerHarness {
       routes: [{ name: 'oidc', matches: (p) => this.route.matches(p), handle: (q, s, p) => this.route.handle(q, s, p) }],
     });
     const addr = await this.front.listen();
-    this.issuer = `https://localhost:${addr.port}`;
+    this.issuer = `https://${this.opts.host ?? 'localhost'}:${addr.port}`;
     this.startIssuer();
   }
 
@@ -118,14 +123,15 @@ export class IssuerHarness {
       store: this.store,
       clients: new ClientsSource(this.clientsFile, this.log),
       login: this.login(this),
-      ttl: { ...TTL, ...this.options.ttl },
+      ttl: { ...TTL, ...this.opts.ttl },
       cookieKeys: this.cookieKeys,
       log: this.log,
       countEvent: (e) => (this.events[e] = (this.events[e] ?? 0) + 1),
-      registrationToken: this.options.registrationToken,
+      extensions: this.opts.extensions?.(this),
+      registrationToken: this.opts.registrationToken,
       // Services' logout URIs are trusted through the same test CA as the issuer.
-      backchannel: { dispatcher: this.dispatcher, timeoutMs: 2000, maxAttempts: this.options.maxAttempts ?? 4, firstRetryMs: this.options.firstRetryMs ?? 50 },
-      sessionCheckIntervalMs: this.options.sessionCheckIntervalMs,
+      backchannel: { dispatcher: this.dispatcher, timeoutMs: 2000, maxAttempts: this.opts.maxAttempts ?? 4, firstRetryMs: this.opts.firstRetryMs ?? 50 },
+      sessionCheckIntervalMs: this.opts.sessionCheckIntervalMs,
     });
     this.issuerInstance = made;
     this.provider = made.provider;

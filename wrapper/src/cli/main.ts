@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { registerClientCommands } from './client.js';
 import { registerSessionCommands } from './session.js';
 import { StoreRegisteredClients } from '../clients/registered-clients.js';
+import { registerFederationCommands } from './federation.js';
 import { registerKanidmCommands } from './kanidm.js';
 import { ClientsFileError, loadClients } from '../clients/clients-file.js';
 import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from '../config/config.js';
@@ -148,6 +149,7 @@ export function buildCli(): Command {
     return { registered: new StoreRegisteredClients(store), close: () => store.close() };
   });
   registerSessionCommands(program, openStore);
+  registerFederationCommands(program, { config: () => loadOrExit(configPath(program.opts().config), { checkFiles: false }) });
   registerKanidmCommands(program, () => loadOrExit(configPath(program.opts().config)));
 
   return program;

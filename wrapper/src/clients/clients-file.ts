@@ -15,7 +15,10 @@ import { isTable, TableReader, tomlType, type Table } from '../config/toml-types
 
 /** RFC 8628: CLI tools on KiwiStack hosts sign their user in through a browser elsewhere. */
 export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
-export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', DEVICE_CODE_GRANT] as const;
+// jwt-bearer: RFC 7523 assertions from trusted issuers about linked identities (federation/jwt-bearer.ts).
+export const GRANT_TYPES = [
+  'authorization_code', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:jwt-bearer', DEVICE_CODE_GRANT,
+] as const;
 export type GrantType = (typeof GRANT_TYPES)[number];
 
 export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'] as const;

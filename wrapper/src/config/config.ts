@@ -9,6 +9,7 @@ import { parseByteSize, parseDuration } from './duration.js';
 import { isTable, TableReader, tomlType, type Table } from './toml-types.js';
 import { CLIENTS_REGISTRATION_KEYS, parseIssuerSettings, type IssuerSettings } from './issuer.js';
 import { LOG_LEVELS, type LogLevel } from '../telemetry/log.js';
+import { checkFederationFiles, FederationKeyError, parseFederation, type FederationConfig } from './federation.js';
 
 export class ConfigError extends Error {
   readonly file: string;
@@ -66,6 +67,8 @@ export interface KiwiConfig {
   readonly max_body_size: number;
   readonly max_header_size: number;
   readonly tokens: TokenTtls;
+  /** Sign-in attempts per source address in any five minutes, in front of Kanidm (0: off). */
+  readonly auth_rate_limit: number;
   readonly clients: { readonly file: string } & IssuerSettings['registration'];
   readonly backchannel_logout: IssuerSettings['backchannel_logout'];
   /** Kiwi ID's own OAuth2 client registration at Kanidm (how users log in). */
@@ -75,6 +78,8 @@ export interface KiwiConfig {
     /** How long a confirmation from Kanidm that a signed-in person is still valid is reused (0: ask every time). */
     readonly recheck_interval_ms: number;
   };
+  /** External IdPs and trusted assertion issuers (config/federation.ts). */
+  readonly federation: FederationConfig;
 }
 
 export interface ValidateOptions {
@@ -86,8 +91,8 @@ const TOP_KEYS = [
   'listen_addr', 'issuer', 'tls_cert', 'tls_key', 'upstream_addr', 'upstream_bin', 'upstream_cli',
   'upstream_config', 'upstream_ca', 'upstream_db_path', 'compatibility_file', 'health_check_interval',
   'health_check_timeout', 'jwt_private_key', 'jwt_public_key', 'log_level', 'log_dir', 'data_dir',
-  'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'tokens', 'clients',
-  'upstream_oauth2', 'backchannel_logout',
+  'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'auth_rate_limit', 'tokens', 'clients',
+  'upstream_oauth2', 'federation', 'backchannel_logout',
 ] as const;
 
 const TOKEN_DEFAULTS: Required<TokenTtls> = {
@@ -173,6 +178,15 @@ class Section extends TableReader {
     return bytes;
   }
 
+  /** A whole number >= 0. */
+  count(key: string, fallback: number): number {
+    const v = this.table[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+      throw this.error(key, `expected a whole number >= 0, got ${tomlType(v)} ${String(v)}`);
+    }
+    return v;
+  }
+
   positiveInt(key: string, fallback: number): number {
     const v = this.table[key] ?? fallback;
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) {
@@ -254,6 +268,16 @@ function checkFile(sec: Section, key: string, file: string, secret: boolean): vo
   }
 }
 
+/** `[federation]` is parsed in config/federation.ts; its key errors become ConfigErrors here. */
+function federationKeys<T>(file: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof FederationKeyError) throw new ConfigError(file, e.key, e.message);
+    throw e;
+  }
+}
+
 export function validateConfig(raw: unknown, file: string, opts: ValidateOptions = {}): KiwiConfig {
   if (!isTable(raw)) throw new ConfigError(file, undefined, 'config must be a TOML table');
   const top = new Section(file, raw, '', path.dirname(path.resolve(file)));
@@ -332,6 +356,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     max_body_size: top.byteSize('max_body_size', '1MiB'),
     max_header_size: top.byteSize('max_header_size', '16KiB'),
     tokens,
+    auth_rate_limit: top.count('auth_rate_limit', 20),
     clients: Object.freeze({ file: clientsSec.path('file', path.join(data_dir, 'clients.toml')), ...issuerSettings.registration }),
     backchannel_logout: issuerSettings.backchannel_logout,
     upstream_oauth2: Object.freeze({
@@ -339,6 +364,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
       client_secret_file: upstreamOauth2Sec.path('client_secret_file', path.join(data_dir, 'upstream-oauth2.secret')),
       recheck_interval_ms: upstreamOauth2Sec.durationMs('recheck_interval', '10s', { allowZero: true }),
     }),
+    federation: federationKeys(file, () => parseFederation(raw.federation, { baseDir: top.baseDir, dataDir: data_dir })),
   };
 
   if (opts.checkFiles ?? true) {
@@ -348,6 +374,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     checkFile(top, 'jwt_public_key', config.jwt_public_key, false);
     // The CA is the only trust root for the upstream; fail at startup, not at first request.
     checkFile(top, 'upstream_ca', config.upstream_ca, false);
+    federationKeys(file, () => checkFederationFiles(config.federation, config.config_file));
   }
   return Object.freeze(config);
 }

@@ -20,6 +20,7 @@ import { withKanidm } from '../upstream/one-off.js';
 import { DEFAULT_SCOPE_GROUP, ensureKiwiOAuth2Client, LOGIN_SCOPES } from '../upstream/provision.js';
 import { undiciAgent, upstreamTls } from '../upstream/tls.js';
 import { LOGIN_CALLBACK } from '../oidc/paths.js';
+import { ensureReaderAccount, readerAccountNeeded } from '../federation/reader-account.js';
 
 export type StepResult = 'created' | 'kept';
 export type Report = Array<{ step: string; result: StepResult; path: string }>;
@@ -155,7 +156,7 @@ function writeServerTls(cfg: KiwiConfig, report: Report): void {
 /** What needs a running Kanidm: admin passwords and Kiwi ID's OAuth2 client. */
 function onlineStepsNeeded(cfg: KiwiConfig): boolean {
   return [adminPasswordFile(cfg, 'idm_admin'), adminPasswordFile(cfg, 'admin'), cfg.upstream_oauth2.client_secret_file]
-    .some((f) => !fs.existsSync(f));
+    .some((f) => !fs.existsSync(f)) || readerAccountNeeded(cfg);
 }
 
 async function recoverAdmin(cfg: KiwiConfig, account: 'idm_admin' | 'admin', report: Report): Promise<string> {
@@ -224,6 +225,11 @@ export async function initUpstream(cfg: KiwiConfig): Promise<Report> {
       const idmAdmin = await recoverAdmin(cfg, 'idm_admin', report);
       await recoverAdmin(cfg, 'admin', report);
       await registerKiwiClient(cfg, idmAdmin, report);
+      // Federation's read-only directory account (only when [federation] configures something).
+      if (readerAccountNeeded(cfg)) {
+        await ensureReaderAccount(cfg, idmAdmin);
+        step(report, 'kanidm federation reader', cfg.federation.kanidm_token_file, true);
+      }
     });
   } finally {
     await dispatcher.close();

@@ -8,11 +8,13 @@ import type { KiwiConfig } from '../config/config.js';
 import { loadSigningKey } from '../crypto/keys.js';
 import { childLogger, createLogger } from '../telemetry/log.js';
 import { ClientsSource } from '../clients/clients-source.js';
+import { createFederation, kanidmDirectory } from '../federation/index.js';
 import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
 import { createIssuer, LOGIN_CALLBACK } from '../oidc/issuer.js';
 import { backchannelAgent } from '../oidc/logout/backchannel.js';
 import { registrationToken } from '../config/issuer.js';
 import { KanidmLogin } from '../oidc/login/kanidm.js';
+import { AuthRateLimit } from '../server/auth-rate-limit.js';
 import { FrontDoor } from '../server/front-door.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { UpstreamProxy } from '../server/proxy.js';
@@ -60,6 +62,10 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
   } else {
     log.error({ file: secretFile }, 'Kanidm OAuth2 client secret missing: user sign-in is disabled until it exists (see README, first boot)');
   }
+  const federation = createFederation({
+    config: cfg.federation, issuer: cfg.issuer, store, directory: kanidmDirectory(cfg, dispatcher),
+    log: childLogger(log, 'federation'), registry: metrics.registry,
+  });
   const issuer = createIssuer({
     issuer: cfg.issuer,
     key,
@@ -70,6 +76,7 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     cookieKeys: loadOrCreateCookieKeys(join(cfg.data_dir, 'cookie-keys')),
     log: childLogger(log, 'issuer'),
     countEvent: (event) => metrics.oidcEvents.inc({ event }),
+    extensions: federation.extension && [federation.extension],
     registrationToken: registrationToken(cfg.clients),
     backchannel: {
       dispatcher: backchannelAgent(cfg.backchannel_logout.ca_file),
@@ -81,6 +88,7 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
   const close = async () => {
     issuer.close();
     clearInterval(sweeper);
+    await federation.close();
     await store.close();
   };
   return { route, close };
@@ -121,6 +129,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     isHealthy: () => supervisor.healthy,
     log: childLogger(log, 'proxy'),
   });
+  const signInLimit = new AuthRateLimit({ limit: cfg.auth_rate_limit, log: childLogger(log, 'rate-limit') });
   const frontDoor = new FrontDoor({
     host: cfg.listen_host,
     port: cfg.listen_port,
@@ -133,6 +142,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     proxy,
     isReady: () => supervisor.healthy,
     routes: [issuer.route],
+    guards: [(req, res, pathname, id) => signInLimit.guard(req, res, pathname, id)],
   });
 
   let stopping: Promise<void> | null = null;
@@ -143,6 +153,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
       // Kanidm goes last so requests still in flight can finish against it.
       await supervisor.stop();
       proxy.close();
+      signInLimit.close();
       await issuer.close();
       log.info({ cut_requests: cut }, 'stopped');
     })());

@@ -16,7 +16,8 @@ import { PATHS, INTERACTION_PREFIX } from './paths.js';
 
 // Claims per scope. `groups` carries Kanidm's group SPNs and UUIDs.
 const CLAIMS = {
-  openid: ['sub'],
+  // acr/amr: how the user signed in (a federated sign-in carries amr "fed"); present only when known.
+  openid: ['sub', 'acr', 'amr'],
   profile: ['name', 'preferred_username'],
   email: ['email', 'email_verified'],
   groups: ['groups'],

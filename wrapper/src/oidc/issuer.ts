@@ -16,6 +16,7 @@ import type { StateStore } from '../state/store.js';
 import { Accounts } from './accounts.js';
 import { issuerConfiguration } from './configuration.js';
 import { reportEvents } from './events.js';
+import type { IssuerExtensionFactory } from './extension.js';
 import { loginCallbackHandler } from './interactions/login-callback.js';
 import { promptHandler } from './interactions/prompt.js';
 import { recordJwtAccessTokens } from './jwt-access-tokens.js';
@@ -40,6 +41,8 @@ export interface IssuerOptions {
   log: Logger;
   /** Counts issuer events by name (Prometheus `kiwi_oidc_events_total`). */
   countEvent?: (event: string) => void;
+  /** Capabilities beside the issuer (federation): their paths and the sign-in step. */
+  extensions?: IssuerExtensionFactory[];
   /** Dynamic client registration is on exactly when set (`[clients] registration_token`). */
   registrationToken?: string;
   /** Where registered clients live; default: the state store. */
@@ -140,20 +143,23 @@ export function createIssuer(o: IssuerOptions): Issuer {
   }
 
   const callback = provider.callback();
-  const prompt = promptHandler({ provider, login: o.login, accounts, clients: o.clients, log: o.log });
+  const extensions = (o.extensions ?? []).map((make) => make({ provider, accounts, issuer: o.issuer, log: o.log }));
+  const prompt = promptHandler({ provider, login: o.login, accounts, clients: o.clients, log: o.log, extensions });
   const loginCallback = loginCallbackHandler({ provider, login: o.login, accounts, issuer: o.issuer, log: o.log });
 
   const route: Route = {
     name: 'oidc',
-    matches: isIssuerPath,
+    matches: (pathname: string) => isIssuerPath(pathname) || extensions.some((e) => e.matches?.(pathname)),
     handle: (req: IncomingMessage, res: ServerResponse, pathname: string) => {
       for (const [name, value] of SECURITY_HEADERS) res.setHeader(name, value);
-      if (pathname.startsWith(INTERACTION_PREFIX) && req.method === 'GET') return prompt(req, res);
+      if (pathname.startsWith(INTERACTION_PREFIX) && (req.method === 'GET' || req.method === 'POST')) return prompt(req, res);
       if (pathname === LOGIN_CALLBACK && req.method === 'GET') return loginCallback(req, res);
       if (pathname.startsWith(REGISTRATION_CLIENT_PREFIX)) {
         const clientId = pathname.slice(REGISTRATION_CLIENT_PREFIX.length);
         if (o.registrationToken && o.clients.find(clientId)) return staticClientRefused(res, clientId);
       }
+      const ext = isIssuerPath(pathname) ? undefined : extensions.find((e) => e.matches?.(pathname));
+      if (ext?.handle) return ext.handle(req, res, pathname);
       return callback(req, res);
     },
   };

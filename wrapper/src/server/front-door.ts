@@ -35,7 +35,11 @@ export interface FrontDoorOptions {
   /** Readiness: true while the upstream is healthy. */
   isReady: () => boolean;
   routes?: Route[];
+  /** Checks before routing; a guard that answers the request returns true (e.g. the sign-in rate limit). */
+  guards?: Guard[];
 }
+
+export type Guard = (req: IncomingMessage, res: ServerResponse, pathname: string, requestId: string) => boolean;
 
 const HEALTH_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
@@ -178,6 +182,7 @@ export class FrontDoor {
       sendErrorPage(req, res, 500, 'Internal error.', { requestId });
     };
     try {
+      for (const guard of this.o.guards ?? []) if (guard(req, res, pathname, requestId)) return;
       switch (route) {
         case 'healthz':
           return this.plain(res, 200, 'ok\n');

@@ -44,7 +44,7 @@ export interface StateStore {
   find(model: string, id: string): Promise<StateRecord | undefined>;
   findByUid(model: string, uid: string): Promise<StateRecord | undefined>;
   findByUserCode(model: string, userCode: string): Promise<StateRecord | undefined>;
-  /** Every live record of one model, in id order (registered clients, session watches: small sets). */
+  /** Every live record of `model`, ordered by id (small administrative models: federation links, registered clients, session watches). */
   list(model: string): Promise<StateRecord[]>;
   /** Atomically marks a live record consumed; exactly one of any number of racing callers wins. */
   consumeOnce(model: string, id: string): Promise<ConsumeResult>;
@@ -241,7 +241,8 @@ export class SqliteStateStore implements StateStore {
   }
 
   async list(model: string): Promise<StateRecord[]> {
-    return (this.stmt.list.all({ model, now: this.now() }) as Row[]).map((r) => toRecord(r)!);
+    const rows = this.stmt.list.all({ model, now: this.now() }) as Row[];
+    return rows.map((r) => toRecord(r)!);
   }
 
   async consumeOnce(model: string, id: string): Promise<ConsumeResult> {

@@ -39,10 +39,21 @@ export function loginCallbackHandler(d: LoginCallbackDeps) {
     if (!d.login) return sendErrorPage(req, res, 503, 'Sign-in is not configured on this Kiwi ID yet.');
     const outcome = await completeLogin(d, d.login, req);
     if (!outcome) return sendErrorPage(req, res, 400, 'This sign-in could not be completed. Please start again from the service.');
-    const pending = await d.provider.Interaction.find(outcome.uid);
-    if (!pending) return sendErrorPage(req, res, 400, 'This sign-in has expired. Please start again from the service.');
-    pending.result = 'error' in outcome.result ? outcome.result : { ...pending.lastSubmission, ...outcome.result };
-    await pending.save(Math.max(1, pending.exp - Math.floor(Date.now() / 1000)));
-    res.writeHead(303, { location: pending.returnTo, 'cache-control': 'no-store' }).end();
+    const returnTo = await storeInteractionResult(d.provider, outcome.uid, outcome.result);
+    if (!returnTo) return sendErrorPage(req, res, 400, 'This sign-in has expired. Please start again from the service.');
+    res.writeHead(303, { location: returnTo, 'cache-control': 'no-store' }).end();
   };
+}
+
+/**
+ * Ends interaction `uid` with `result` (found by id: its cookie is scoped to
+ * the interaction path); resolves to where the browser resumes, where
+ * oidc-provider checks its resume cookie, or undefined once it has expired.
+ */
+export async function storeInteractionResult(provider: Provider, uid: string, result: Record<string, unknown>): Promise<string | undefined> {
+  const pending = await provider.Interaction.find(uid);
+  if (!pending) return undefined;
+  pending.result = 'error' in result ? result : { ...pending.lastSubmission, ...result };
+  await pending.save(Math.max(1, pending.exp - Math.floor(Date.now() / 1000)));
+  return pending.returnTo;
 }

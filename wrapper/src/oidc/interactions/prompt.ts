@@ -9,6 +9,7 @@ import type { ClientsSource } from '../../clients/clients-source.js';
 import { sendErrorPage } from '../../server/error-page.js';
 import { memberOfAny, type Accounts } from '../accounts.js';
 import { ALLOWED_GROUPS } from '../configuration.js';
+import type { IssuerExtension } from '../extension.js';
 import type { LoginMethod } from '../login/method.js';
 
 export interface PromptDeps {
@@ -17,6 +18,8 @@ export interface PromptDeps {
   accounts: Accounts;
   clients: ClientsSource;
   log: Logger;
+  /** Offered the sign-in step first (federation: choice page, upstream IdPs). */
+  extensions?: IssuerExtension[];
 }
 
 type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
@@ -107,7 +110,12 @@ export function promptHandler(d: PromptDeps) {
     } catch {
       return sendErrorPage(req, res, 400, 'This sign-in has expired or was started in another browser. Please start again from the service.');
     }
-    if (details.prompt.name === 'login') return startLogin(d, details, req, res);
+    if (details.prompt.name === 'login') {
+      for (const ext of d.extensions ?? []) if (await ext.loginPrompt?.(details, req, res)) return;
+      if (req.method !== 'GET') return sendErrorPage(req, res, 400, 'This sign-in step expects no form here. Please start again from the service.');
+      return startLogin(d, details, req, res);
+    }
+    if (req.method !== 'GET') return sendErrorPage(req, res, 400, 'This sign-in step expects no form here. Please start again from the service.');
     if (!(await stillValid(d, details, req, res))) return;
     if (!(await admittedByGroups(d, details, req, res))) return;
     return grantConsent(d, details, req, res);
