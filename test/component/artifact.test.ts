@@ -68,7 +68,8 @@ test('the bundled wrapper runs: issuer + proxy + SQLite state; its JWTs verify w
     const claims = await verify(jwt, fs.readFileSync(path.join(dir, 'jwt-public.pem'), 'utf8'), { issuer: w.base, audience: 'https://mail.kiwi.test' });
     assert.equal(claims.client_id, 'svc');
     await token({}); // opaque: stored in SQLite
-    assert.equal(JSON.parse(w.cli('state', 'stats').stdout).ClientCredentials, 1);
+    // Both are in SQLite: the opaque token, and the JWT's record (what introspection and revocation look up).
+    assert.equal(JSON.parse(w.cli('state', 'stats').stdout).ClientCredentials, 2);
     assert.equal(await w.stop(), 0);
   } finally {
     await w.close();

@@ -113,8 +113,8 @@ test('faulty assertions are invalid_grant', async () => {
 test('a client not allowed the grant is refused before any assertion check', async () => {
   const other = await pair.local.rp('kiwi-other', oidc.ClientSecretBasic(pair.local.secrets['kiwi-other']!));
   await assert.rejects(grant(await rogue.sign(claims()), 'openid', other), (e: oidc.ResponseBodyError) => {
-    // oidc-provider's answer for a grant type the client is not registered for.
-    assert.equal(e.error, 'invalid_request');
+    // RFC 6749 5.2 for a grant type the client is not registered for (oidc-provider says invalid_request; responses.ts corrects it).
+    assert.equal(e.error, 'unauthorized_client');
     assert.match(e.error_description ?? '', /grant type is not allowed for this client/);
     return true;
   });

@@ -150,10 +150,12 @@ client_secret_file = "secrets/kanidm-client"
       auth_code_ttl: 30,
       id_token_ttl: 600,
       session_ttl: 1800,
+      device_code_ttl: 600,
     },
     auth_rate_limit: 20,
     clients: { file: '/etc/kiwi/clients.toml' },
     upstream_oauth2: { client_id: 'kiwi-sso', client_secret_file: path.join(dir, 'secrets/kanidm-client'), recheck_interval_ms: 10_000 },
+    backchannel_logout: { ca_file: undefined, timeout_ms: 5000, max_attempts: 6 },
     federation: {
       trusted_issuers: [],
       max_clock_skew_secs: 30,
@@ -200,8 +202,11 @@ test('a minimal config gets the documented defaults', () => {
     auth_code_ttl: 60,
     id_token_ttl: 900,
     session_ttl: 3600,
+    device_code_ttl: 600,
   });
   assert.equal(c.clients.file, '/var/lib/kiwi/clients.toml');
+  assert.equal(c.clients.registration_token, undefined, 'dynamic client registration is off by default');
+  assert.deepEqual(c.backchannel_logout, { ca_file: undefined, timeout_ms: 5000, max_attempts: 6 });
 });
 
 test('validateConfig with checkFiles=false applies defaults without touching the disk', () => {

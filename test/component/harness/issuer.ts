@@ -21,7 +21,8 @@ import { createMetrics } from '../../../wrapper/src/telemetry/metrics.js';
 import { UpstreamProxy } from '../../../wrapper/src/server/proxy.js';
 import { proxyAgent, upstreamTls } from '../../../wrapper/src/upstream/tls.js';
 import { ClientsSource } from '../../../wrapper/src/clients/clients-source.js';
-import { createIssuer } from '../../../wrapper/src/oidc/issuer.js';
+import { createIssuer, type Issuer } from '../../../wrapper/src/oidc/issuer.js';
+import type { TokenTtls } from '../../../wrapper/src/config/config.js';
 import type { LoginMethod } from '../../../wrapper/src/oidc/login/method.js';
 import type { IssuerExtensionFactory } from '../../../wrapper/src/oidc/extension.js';
 
@@ -30,9 +31,16 @@ export interface IssuerHarnessOptions {
   host?: 'localhost' | '127.0.0.1';
   /** Extensions plugged into the issuer (federation), made when the issuer URL is known. */
   extensions?: (h: IssuerHarness) => IssuerExtensionFactory[];
+  ttl?: Partial<TokenTtls>;
+  /** Turns dynamic client registration on. */
+  registrationToken?: string;
+  /** Back-channel retry schedule (the default starts at 1 s). */
+  firstRetryMs?: number;
+  maxAttempts?: number;
+  sessionCheckIntervalMs?: number;
 }
 
-export const TTL = { access_token_ttl: 300, refresh_token_ttl: 3600, auth_code_ttl: 60, id_token_ttl: 300, session_ttl: 3600 };
+export const TTL: TokenTtls = { access_token_ttl: 300, refresh_token_ttl: 3600, auth_code_ttl: 60, id_token_ttl: 300, session_ttl: 3600, device_code_ttl: 600 };
 
 export type HttpInit = Parameters<typeof request>[1];
 
@@ -48,6 +56,7 @@ export class IssuerHarness {
   key!: SigningKey;
   store!: SqliteStateStore;
   provider!: Provider;
+  issuerInstance!: Issuer;
   private clients: ClientRecord[] = [];
   private route!: Route;
   private front!: FrontDoor;
@@ -101,6 +110,7 @@ export class IssuerHarness {
 
   /** A new provider over the same store file: what a wrapper restart does. */
   async restart(): Promise<void> {
+    this.issuerInstance.close();
     await this.store.close();
     this.store = new SqliteStateStore({ dataDir: path.join(this.root, 'data') });
     this.startIssuer();
@@ -113,12 +123,17 @@ export class IssuerHarness {
       store: this.store,
       clients: new ClientsSource(this.clientsFile, this.log),
       login: this.login(this),
-      ttl: TTL,
+      ttl: { ...TTL, ...this.opts.ttl },
       cookieKeys: this.cookieKeys,
       log: this.log,
       countEvent: (e) => (this.events[e] = (this.events[e] ?? 0) + 1),
       extensions: this.opts.extensions?.(this),
+      registrationToken: this.opts.registrationToken,
+      // Services' logout URIs are trusted through the same test CA as the issuer.
+      backchannel: { dispatcher: this.dispatcher, timeoutMs: 2000, maxAttempts: this.opts.maxAttempts ?? 4, firstRetryMs: this.opts.firstRetryMs ?? 50 },
+      sessionCheckIntervalMs: this.opts.sessionCheckIntervalMs,
     });
+    this.issuerInstance = made;
     this.provider = made.provider;
     this.route = made.route;
   }
@@ -139,6 +154,7 @@ export class IssuerHarness {
   /** Closes whatever start() got to open, even after a failed start or test. */
   close(): Promise<void> {
     return closeAll(
+      () => this.issuerInstance?.close(),
       () => this.front?.drain(),
       () => this.store?.close(),
       () => this.dispatcher.close(),

@@ -1,5 +1,7 @@
 // `kiwi-id client ...`: manage the static clients file. Plaintext secrets are printed once
 // (add, rotate-secret) and never stored or shown again; hashes are never printed.
+// Clients registered through /oauth2/register (state store) are listed beside the static
+// ones and can be shown and removed here; they change only through their registration API.
 // Errors: one line on stderr; exit 2 for bad input (including an invalid clients file),
 // exit 1 for an unknown client_id.
 
@@ -20,7 +22,9 @@ import {
   type ClientInput,
   type ClientRecord,
   type GrantType,
+  DEVICE_CODE_GRANT,
 } from '../clients/clients-file.js';
+import type { RegisteredClient, RegisteredClients } from '../clients/registered-clients.js';
 
 const EXIT_UNKNOWN = 1;
 const EXIT_BAD_INPUT = 2;
@@ -61,24 +65,36 @@ function out(cmd: Command, text: string): void {
   write(text);
 }
 
+type Failure = { message: string; exitCode: number; code: string };
+
 /** Runs an action body, reporting known failures as one line with the right exit code. */
 function guarded(cmd: Command, body: () => void): void {
-  let failure: { message: string; exitCode: number; code: string } | undefined;
+  let failure: Failure | undefined;
   try {
     body();
   } catch (e) {
-    if (e instanceof UnknownClientError) {
-      failure = { message: e.message, exitCode: EXIT_UNKNOWN, code: 'kiwi.unknownClient' };
-    } else if (e instanceof ClientError || e instanceof ClientsFileError) {
-      failure = { message: e.message, exitCode: EXIT_BAD_INPUT, code: 'kiwi.invalidClient' };
-    } else if (e instanceof CommanderError) {
-      throw e;
-    } else {
-      const msg = e instanceof Error ? e.message : String(e);
-      failure = { message: msg.split('\n')[0]!, exitCode: 1, code: 'kiwi.error' };
-    }
+    failure = failureOf(e);
   }
   if (failure) cmd.error(`kiwi-id: ${failure.message}`, { exitCode: failure.exitCode, code: failure.code });
+}
+
+/** guarded() for actions that read the state store. */
+async function guardedAsync(cmd: Command, body: () => Promise<void>): Promise<void> {
+  let failure: Failure | undefined;
+  try {
+    await body();
+  } catch (e) {
+    failure = failureOf(e);
+  }
+  if (failure) cmd.error(`kiwi-id: ${failure.message}`, { exitCode: failure.exitCode, code: failure.code });
+}
+
+function failureOf(e: unknown): Failure {
+  if (e instanceof UnknownClientError) return { message: e.message, exitCode: EXIT_UNKNOWN, code: 'kiwi.unknownClient' };
+  if (e instanceof ClientError || e instanceof ClientsFileError) return { message: e.message, exitCode: EXIT_BAD_INPUT, code: 'kiwi.invalidClient' };
+  if (e instanceof CommanderError) throw e;
+  const msg = e instanceof Error ? e.message : String(e);
+  return { message: msg.split('\n')[0]!, exitCode: 1, code: 'kiwi.error' };
 }
 
 /** The record as shown to operators: no hash, only whether a secret exists. */
@@ -87,14 +103,22 @@ export function publicView(c: ClientRecord): Record<string, unknown> {
   return { ...rest, has_secret: client_secret_hash !== undefined };
 }
 
-function formatList(clients: readonly ClientRecord[]): string {
-  const rows = clients.map((c) => [
-    c.client_id,
-    c.client_name ?? '-',
-    c.token_endpoint_auth_method,
-    c.redirect_uris.length ? c.redirect_uris.join(',') : '-',
-  ]);
-  const header = ['CLIENT_ID', 'NAME', 'AUTH_METHOD', 'REDIRECT_URIS'];
+/** A registered client as shown to operators (never its secret hash). */
+export function registeredView(c: RegisteredClient): Record<string, unknown> {
+  const { client_secret, registration_access_token: _rat, ...rest } = c.metadata as Record<string, unknown>;
+  return { ...rest, source: 'registered', registered_on: c.origin, has_secret: typeof client_secret === 'string' };
+}
+
+function formatList(clients: readonly ClientRecord[], registered: readonly RegisteredClient[]): string {
+  const uris = (u: unknown) => (Array.isArray(u) && u.length ? u.join(',') : '-');
+  const rows = [
+    ...clients.map((c) => [c.client_id, c.client_name ?? '-', c.token_endpoint_auth_method, uris(c.redirect_uris), 'static']),
+    ...registered.map((r) => {
+      const m = r.metadata as Record<string, unknown>;
+      return [r.client_id, String(m.client_name ?? '-'), String(m.token_endpoint_auth_method ?? 'client_secret_basic'), uris(m.redirect_uris), `registered@${r.origin}`];
+    }),
+  ];
+  const header = ['CLIENT_ID', 'NAME', 'AUTH_METHOD', 'REDIRECT_URIS', 'SOURCE'];
   const all = [header, ...rows];
   const widths = header.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
   return all.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
@@ -115,15 +139,47 @@ interface UpdateOptions {
   postLogoutRedirectUri?: string[];
   allowedGroup?: string[];
   clearAllowedGroups?: boolean;
+  backchannelLogoutUri?: string;
+  clearBackchannelLogoutUri?: boolean;
+  requirePar?: boolean;
+  dpop?: boolean;
 }
 
 interface AddOptions {
   redirectUri?: string[];
   name?: string;
   public?: boolean;
-  grant?: GrantType[];
+  grant?: string[];
   allowedGroup?: string[];
   postLogoutRedirectUri?: string[];
+  backchannelLogoutUri?: string;
+  requirePar?: boolean;
+  dpop?: boolean;
+}
+
+/** `--grant device_code` is short for the RFC 8628 grant type URN. */
+const GRANT_CHOICES = [...GRANT_TYPES, 'device_code'];
+const grantType = (g: string): GrantType => (g === 'device_code' ? DEVICE_CODE_GRANT : g) as GrantType;
+
+/** Registered clients (state store), when the caller can reach the store; closed after each command. */
+export type OpenRegistered = () => { registered: RegisteredClients; close: () => Promise<void> } | undefined;
+
+async function withRegistered<T>(open: OpenRegistered | undefined, use: (r: RegisteredClients | undefined) => Promise<T>): Promise<T> {
+  const opened = open?.();
+  if (!opened) return use(undefined);
+  try {
+    return await use(opened.registered);
+  } finally {
+    await opened.close();
+  }
+}
+
+/** A registered client changes only through its registration (RFC 7592); say so instead of "unknown client". */
+async function refuseRegistered(open: OpenRegistered | undefined, file: string, id: string): Promise<void> {
+  if (findClient(loadClients(file), id)) return;
+  if (await withRegistered(open, async (r) => r?.find(id))) {
+    throw new ClientError(id, undefined, 'was registered through /oauth2/register: it changes through its registration access token (RFC 7592); kiwi-id client remove deletes it');
+  }
 }
 
 /**
@@ -134,6 +190,7 @@ export function registerClientCommands(
   program: Command,
   resolveClientsFile: () => string,
   onExit: ExitCallback = (err) => process.exit(err.exitCode),
+  openRegistered?: OpenRegistered,
 ): Command {
   const client = program.command('client').description('manage registered clients (relying parties) in the clients file');
   mapUsageExit(client, onExit);
@@ -149,9 +206,12 @@ export function registerClientCommands(
     .addOption(new Option('--redirect-uri <uri...>', 'exact redirect URI(s)'))
     .option('--name <name>', 'display name (client_name)')
     .option('--public', 'public client without secret (token_endpoint_auth_method "none"; PKCE required)')
-    .addOption(new Option('--grant <type...>', 'grant types (default authorization_code refresh_token)').choices(GRANT_TYPES))
+    .addOption(new Option('--grant <type...>', 'grant types (default authorization_code refresh_token; device_code for CLI tools)').choices(GRANT_CHOICES))
     .option('--allowed-group <group...>', 'only members of these groups may get tokens')
     .option('--post-logout-redirect-uri <uri...>', 'exact post-logout redirect URI(s)')
+    .option('--backchannel-logout-uri <uri>', 'where the service receives logout tokens (OIDC Back-Channel Logout)')
+    .option('--require-par', 'authorization requests only through PAR (RFC 9126)')
+    .option('--dpop', 'access tokens only DPoP-bound (RFC 9449)')
     .action((id: string, opts: AddOptions, cmd: Command) =>
       guarded(cmd, () => {
         const file = resolveClientsFile();
@@ -160,11 +220,14 @@ export function registerClientCommands(
           ...(opts.name !== undefined && { client_name: opts.name }),
           ...(opts.redirectUri !== undefined && { redirect_uris: opts.redirectUri }),
           ...(opts.postLogoutRedirectUri !== undefined && { post_logout_redirect_uris: opts.postLogoutRedirectUri }),
-          ...(opts.grant !== undefined && { grant_types: opts.grant }),
+          ...(opts.grant !== undefined && { grant_types: opts.grant.map(grantType) }),
           ...(opts.allowedGroup !== undefined && { allowed_groups: opts.allowedGroup }),
           ...(opts.public && { token_endpoint_auth_method: 'none' as const }),
+          ...(opts.backchannelLogoutUri !== undefined && { backchannel_logout_uri: opts.backchannelLogoutUri }),
+          ...(opts.requirePar && { require_pushed_authorization_requests: true }),
+          ...(opts.dpop && { dpop_bound_access_tokens: true }),
         };
-        const grants = opts.grant ?? [];
+        const grants = (opts.grant ?? []).map(grantType);
         if (opts.grant !== undefined && !grants.includes('refresh_token')) {
           // The default scopes include offline_access, which only makes sense with refresh tokens.
           input.scopes = ['openid', 'profile', 'email', 'groups'];
@@ -181,31 +244,40 @@ export function registerClientCommands(
       }),
     );
 
-  sub('list', 'list registered clients (never shows secrets or hashes)').action((_opts: unknown, cmd: Command) =>
-    guarded(cmd, () => {
-      const file = resolveClientsFile();
-      const clients = loadClients(file);
-      out(cmd, clients.length ? formatList(clients) : `no clients registered in ${file}\n`);
-    }),
+  sub('list', 'list clients: static (clients file) and registered through /oauth2/register (never shows secrets or hashes)').action(
+    (_opts: unknown, cmd: Command) =>
+      guardedAsync(cmd, async () => {
+        const file = resolveClientsFile();
+        const clients = loadClients(file);
+        const registered = await withRegistered(openRegistered, async (r) => (r ? r.list() : []));
+        out(cmd, clients.length || registered.length ? formatList(clients, registered) : `no clients registered in ${file}\n`);
+      }),
   );
 
   sub('show', 'print one client as JSON (without the secret hash)')
     .argument('<id>', 'client_id')
     .action((id: string, _opts: unknown, cmd: Command) =>
-      guarded(cmd, () => {
+      guardedAsync(cmd, async () => {
         const c = findClient(loadClients(resolveClientsFile()), id);
-        if (!c) throw new UnknownClientError(id);
-        out(cmd, JSON.stringify(publicView(c), null, 2) + '\n');
+        if (c) return out(cmd, JSON.stringify({ ...publicView(c), source: 'static' }, null, 2) + '\n');
+        const r = await withRegistered(openRegistered, async (reg) => reg?.find(id));
+        if (!r) throw new UnknownClientError(id);
+        out(cmd, JSON.stringify(registeredView(r), null, 2) + '\n');
       }),
     );
 
-  sub('remove', 'unregister a client')
+  sub('remove', 'unregister a client (static, or registered through /oauth2/register)')
     .argument('<id>', 'client_id')
     .action((id: string, _opts: unknown, cmd: Command) =>
-      guarded(cmd, () => {
+      guardedAsync(cmd, async () => {
         const file = resolveClientsFile();
-        updateClients(file, (list) => ({ clients: removeClient(list, id), result: undefined }));
-        out(cmd, `removed client ${id} from ${file}\n`);
+        if (findClient(loadClients(file), id)) {
+          updateClients(file, (list) => ({ clients: removeClient(list, id), result: undefined }));
+          return out(cmd, `removed client ${id} from ${file}\n`);
+        }
+        const removed = await withRegistered(openRegistered, async (reg) => (reg ? reg.remove(id) : false));
+        if (!removed) throw new UnknownClientError(id);
+        out(cmd, `removed registered client ${id}\n`);
       }),
     );
 
@@ -216,10 +288,20 @@ export function registerClientCommands(
     .option('--post-logout-redirect-uri <uri...>', 'replace the post-logout redirect URI(s)')
     .option('--allowed-group <group...>', 'replace the groups whose members may get tokens')
     .option('--clear-allowed-groups', 'remove the group restriction')
+    .option('--backchannel-logout-uri <uri>', 'set where the service receives logout tokens')
+    .option('--clear-backchannel-logout-uri', 'stop sending logout tokens to this service')
+    .option('--require-par', 'authorization requests only through PAR')
+    .option('--no-require-par', 'allow authorization requests without PAR')
+    .option('--dpop', 'access tokens only DPoP-bound')
+    .option('--no-dpop', 'allow bearer access tokens')
     .action((id: string, opts: UpdateOptions, cmd: Command) =>
-      guarded(cmd, () => {
+      guardedAsync(cmd, async () => {
+        await refuseRegistered(openRegistered, resolveClientsFile(), id);
         if (opts.allowedGroup && opts.clearAllowedGroups) {
           throw new ClientError(id, 'allowed_groups', '--allowed-group and --clear-allowed-groups contradict each other');
+        }
+        if (opts.backchannelLogoutUri !== undefined && opts.clearBackchannelLogoutUri) {
+          throw new ClientError(id, 'backchannel_logout_uri', '--backchannel-logout-uri and --clear-backchannel-logout-uri contradict each other');
         }
         const changes: ClientChanges = {
           ...(opts.name !== undefined && { client_name: opts.name }),
@@ -227,6 +309,10 @@ export function registerClientCommands(
           ...(opts.postLogoutRedirectUri !== undefined && { post_logout_redirect_uris: opts.postLogoutRedirectUri }),
           ...(opts.allowedGroup !== undefined && { allowed_groups: opts.allowedGroup }),
           ...(opts.clearAllowedGroups && { allowed_groups: [] }),
+          ...(opts.backchannelLogoutUri !== undefined && { backchannel_logout_uri: opts.backchannelLogoutUri }),
+          ...(opts.clearBackchannelLogoutUri && { backchannel_logout_uri: '' }),
+          ...(opts.requirePar !== undefined && { require_pushed_authorization_requests: opts.requirePar }),
+          ...(opts.dpop !== undefined && { dpop_bound_access_tokens: opts.dpop }),
         };
         if (Object.keys(changes).length === 0) throw new ClientError(id, undefined, 'nothing to change (see kiwi-id client update --help)');
         const file = resolveClientsFile();
@@ -241,7 +327,8 @@ export function registerClientCommands(
   sub('rotate-secret', 'replace a confidential client\'s secret; prints the new one once')
     .argument('<id>', 'client_id')
     .action((id: string, _opts: unknown, cmd: Command) =>
-      guarded(cmd, () => {
+      guardedAsync(cmd, async () => {
+        await refuseRegistered(openRegistered, resolveClientsFile(), id);
         const file = resolveClientsFile();
         const secret = updateClients(file, (list) => {
           const r = rotateSecret(list, id);

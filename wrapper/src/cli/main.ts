@@ -5,6 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { registerClientCommands } from './client.js';
 import { registerClusterCommands } from './cluster.js';
+import { registerSessionCommands } from './session.js';
+import { StoreRegisteredClients } from '../clients/registered-clients.js';
 import { registerFederationCommands } from './federation.js';
 import { registerKanidmCommands } from './kanidm.js';
 import { registerUpstreamCommands } from './upstream.js';
@@ -12,7 +14,7 @@ import { ClientsFileError, loadClients } from '../clients/clients-file.js';
 import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from '../config/config.js';
 import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from '../lifecycle/first-boot.js';
 import { handleSignals, startWrapper } from '../lifecycle/run.js';
-import { SqliteStateStore } from '../state/store.js';
+import { SqliteStateStore, STATE_DB_FILE } from '../state/store.js';
 import { readPin } from '../upstream/pin.js';
 
 const DEFAULT_CONFIG = '/etc/kiwi/config.toml';
@@ -136,8 +138,20 @@ export function buildCli(): Command {
       }
     });
 
-  registerClientCommands(program, () => loadOrExit(configPath(program.opts().config)).clients.file);
   registerClusterCommands(program, (opts) => loadOrExit(configPath(program.opts().config), opts));
+  // The state store of the issuer; never created here (a root-owned new file would lock the service out).
+  const openStore = () => {
+    const dataDir = loadOrExit(configPath(program.opts().config), { checkFiles: false }).data_dir;
+    if (!existsSync(join(dataDir, STATE_DB_FILE))) throw new Error(`no issuer state yet (${join(dataDir, STATE_DB_FILE)} does not exist)`);
+    return new SqliteStateStore({ dataDir });
+  };
+  registerClientCommands(program, () => loadOrExit(configPath(program.opts().config)).clients.file, undefined, () => {
+    const dataDir = loadOrExit(configPath(program.opts().config), { checkFiles: false }).data_dir;
+    if (!existsSync(join(dataDir, STATE_DB_FILE))) return undefined; // no issuer state yet: no registered clients
+    const store = new SqliteStateStore({ dataDir });
+    return { registered: new StoreRegisteredClients(store), close: () => store.close() };
+  });
+  registerSessionCommands(program, openStore);
   registerFederationCommands(program, { config: () => loadOrExit(configPath(program.opts().config), { checkFiles: false }) });
   registerKanidmCommands(program, () => loadOrExit(configPath(program.opts().config)));
   registerUpstreamCommands(program, () => loadOrExit(configPath(program.opts().config)));

@@ -13,8 +13,12 @@ import { isTable, TableReader, tomlType, type Table } from '../config/toml-types
 // ---------------------------------------------------------------------------
 // Types
 
+/** RFC 8628: CLI tools on KiwiStack hosts sign their user in through a browser elsewhere. */
+export const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 // jwt-bearer: RFC 7523 assertions from trusted issuers about linked identities (federation/jwt-bearer.ts).
-export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:jwt-bearer'] as const;
+export const GRANT_TYPES = [
+  'authorization_code', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:jwt-bearer', DEVICE_CODE_GRANT,
+] as const;
 export type GrantType = (typeof GRANT_TYPES)[number];
 
 export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'] as const;
@@ -44,6 +48,12 @@ export interface ClientRecord {
   /** When present, only members of one of these groups may get tokens for this client. */
   readonly allowed_groups?: readonly string[];
   readonly scopes: readonly string[];
+  /** OIDC Back-Channel Logout 1.0: where the service receives logout tokens. */
+  readonly backchannel_logout_uri?: string;
+  /** RFC 9126: authorization requests only through PAR. */
+  readonly require_pushed_authorization_requests?: boolean;
+  /** RFC 9449: access tokens only DPoP-bound. */
+  readonly dpop_bound_access_tokens?: boolean;
 }
 
 /** What an operator supplies to addClient(); the secret (if any) is generated, never supplied. */
@@ -58,6 +68,9 @@ export interface ClientInput {
   jwks?: Jwks;
   allowed_groups?: readonly string[];
   scopes?: readonly string[];
+  backchannel_logout_uri?: string;
+  require_pushed_authorization_requests?: boolean;
+  dpop_bound_access_tokens?: boolean;
 }
 
 // ---------------------------------------------------------------------------
@@ -252,6 +265,7 @@ export const CLIENT_ID_RE = /^[a-z0-9][a-z0-9._-]{1,63}$/;
 const CLIENT_KEYS = [
   'client_id', 'client_name', 'redirect_uris', 'post_logout_redirect_uris', 'grant_types',
   'token_endpoint_auth_method', 'client_secret_hash', 'jwks', 'allowed_groups', 'scopes',
+  'backchannel_logout_uri', 'require_pushed_authorization_requests', 'dpop_bound_access_tokens',
 ] as const;
 /** RFC 6749 scope-token characters. */
 const SCOPE_RE = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
@@ -313,6 +327,13 @@ class Entry extends TableReader {
       throw this.error(key, `${JSON.stringify(v)} is not one of ${allowed.join(', ')}`);
     }
     return v as T;
+  }
+
+  optionalBoolean(key: string): boolean | undefined {
+    const v = this.table[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'boolean') throw this.error(key, `expected true or false, got ${tomlType(v)}`);
+    return v;
   }
 
   uris(key: string): string[] | undefined {
@@ -378,8 +399,8 @@ export function validateClient(raw: unknown, index: number | string = 0): Client
     }
   }
   const grant_types = (grantsRaw ?? [...DEFAULT_GRANT_TYPES]) as GrantType[];
-  if (grant_types.includes('refresh_token') && !grant_types.includes('authorization_code')) {
-    throw e.error('grant_types', 'refresh_token requires authorization_code');
+  if (grant_types.includes('refresh_token') && !grant_types.includes('authorization_code') && !grant_types.includes(DEVICE_CODE_GRANT)) {
+    throw e.error('grant_types', `refresh_token requires authorization_code or ${DEVICE_CODE_GRANT}`);
   }
 
   const method = e.oneOf('token_endpoint_auth_method', AUTH_METHODS, DEFAULT_AUTH_METHOD);
@@ -392,6 +413,16 @@ export function validateClient(raw: unknown, index: number | string = 0): Client
     throw e.error('redirect_uris', 'at least one redirect URI is required for the authorization_code grant');
   }
   const post_logout_redirect_uris = e.uris('post_logout_redirect_uris') ?? [];
+  const backchannel_logout_uri = e.optionalString('backchannel_logout_uri');
+  if (backchannel_logout_uri !== undefined) {
+    const problem = redirectUriProblem(backchannel_logout_uri);
+    if (problem) throw e.error('backchannel_logout_uri', problem);
+  }
+  const require_pushed_authorization_requests = e.optionalBoolean('require_pushed_authorization_requests');
+  if (require_pushed_authorization_requests && !grant_types.includes('authorization_code')) {
+    throw e.error('require_pushed_authorization_requests', 'only applies to clients with the authorization_code grant');
+  }
+  const dpop_bound_access_tokens = e.optionalBoolean('dpop_bound_access_tokens');
 
   const hash = raw.client_secret_hash;
   const needsSecret = method === 'client_secret_basic' || method === 'client_secret_post';
@@ -438,6 +469,9 @@ export function validateClient(raw: unknown, index: number | string = 0): Client
     ...(jwks !== undefined && { jwks }),
     ...(allowed_groups !== undefined && { allowed_groups: Object.freeze([...allowed_groups]) }),
     scopes: Object.freeze([...scopes]),
+    ...(backchannel_logout_uri !== undefined && { backchannel_logout_uri }),
+    ...(require_pushed_authorization_requests !== undefined && { require_pushed_authorization_requests }),
+    ...(dpop_bound_access_tokens !== undefined && { dpop_bound_access_tokens }),
   };
   return Object.freeze(record);
 }
@@ -638,10 +672,16 @@ export function removeClient(list: readonly ClientRecord[], id: string): ClientR
 
 /** What `updateClient` may change; identity, auth method and secret stay as they are. */
 export type ClientChanges = Partial<
-  Pick<ClientInput, 'client_name' | 'redirect_uris' | 'post_logout_redirect_uris' | 'grant_types' | 'scopes'>
+  Pick<
+    ClientInput,
+    | 'client_name' | 'redirect_uris' | 'post_logout_redirect_uris' | 'grant_types' | 'scopes'
+    | 'require_pushed_authorization_requests' | 'dpop_bound_access_tokens'
+  >
 > & {
   /** An empty list removes the restriction (everyone Kanidm lets in may use the client). */
   allowed_groups?: readonly string[];
+  /** An empty string removes the URI (no back-channel logout for this client). */
+  backchannel_logout_uri?: string;
 };
 
 /** Returns the list with `id` changed and re-validated; the secret (if any) keeps working. */
@@ -650,6 +690,7 @@ export function updateClient(list: readonly ClientRecord[], id: string, changes:
   const raw: Table = { ...(list[i] as unknown as Table) };
   for (const [k, v] of Object.entries(changes)) if (v !== undefined) raw[k] = v;
   if (Array.isArray(raw.allowed_groups) && raw.allowed_groups.length === 0) delete raw.allowed_groups;
+  if (raw.backchannel_logout_uri === '') delete raw.backchannel_logout_uri;
   const clients = [...list];
   clients[i] = validateClient(raw, id);
   return clients;

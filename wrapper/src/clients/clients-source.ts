@@ -23,6 +23,11 @@ export function clientMetadata(c: ClientRecord): Record<string, unknown> {
     jwks: c.jwks ? { keys: c.jwks.keys.map((k) => ({ ...k })) } : undefined,
     scope: c.scopes.join(' '),
     'urn:kiwi:allowed_groups': c.allowed_groups ? [...c.allowed_groups] : undefined,
+    backchannel_logout_uri: c.backchannel_logout_uri,
+    // Logout tokens always carry sid (and sub), whatever the client asks.
+    backchannel_logout_session_required: c.backchannel_logout_uri ? true : undefined,
+    require_pushed_authorization_requests: c.require_pushed_authorization_requests,
+    dpop_bound_access_tokens: c.dpop_bound_access_tokens,
   };
 }
 

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import { parseByteSize, parseDuration } from './duration.js';
 import { isTable, TableReader, tomlType, type Table } from './toml-types.js';
+import { CLIENTS_REGISTRATION_KEYS, parseIssuerSettings, type IssuerSettings } from './issuer.js';
 import { LOG_LEVELS, type LogLevel } from '../telemetry/log.js';
 import { checkFederationFiles, FederationKeyError, parseFederation, type FederationConfig } from './federation.js';
 import { CLUSTER_TOP_KEYS, parseClusterConfig, type ClusterConfig } from './cluster.js';
@@ -31,6 +32,8 @@ export interface TokenTtls {
   readonly auth_code_ttl: number;
   readonly id_token_ttl: number;
   readonly session_ttl: number;
+  /** Device authorization grant (RFC 8628): how long a user code can be entered (default 600). */
+  readonly device_code_ttl?: number;
 }
 
 export interface KiwiConfig {
@@ -69,7 +72,8 @@ export interface KiwiConfig {
   readonly tokens: TokenTtls;
   /** Sign-in attempts per source address in any five minutes, in front of Kanidm (0: off). */
   readonly auth_rate_limit: number;
-  readonly clients: { readonly file: string };
+  readonly clients: { readonly file: string } & IssuerSettings['registration'];
+  readonly backchannel_logout: IssuerSettings['backchannel_logout'];
   /** Kiwi ID's own OAuth2 client registration at Kanidm (how users log in). */
   readonly upstream_oauth2: {
     readonly client_id: string;
@@ -93,15 +97,16 @@ const TOP_KEYS = [
   'upstream_config', 'upstream_ca', 'upstream_db_path', 'compatibility_file', 'health_check_interval',
   'health_check_timeout', 'jwt_private_key', 'jwt_public_key', 'log_level', 'log_dir', 'data_dir',
   'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'auth_rate_limit', 'tokens', 'clients',
-  'upstream_oauth2', 'federation', 'workers', ...CLUSTER_TOP_KEYS,
+  'upstream_oauth2', 'federation', 'backchannel_logout', 'workers', ...CLUSTER_TOP_KEYS,
 ] as const;
 
-const TOKEN_DEFAULTS: TokenTtls = {
+const TOKEN_DEFAULTS: Required<TokenTtls> = {
   access_token_ttl: 900,
   refresh_token_ttl: 86400,
   auth_code_ttl: 60,
   id_token_ttl: 900,
   session_ttl: 3600,
+  device_code_ttl: 600,
 };
 
 const errorCode = (e: unknown): string => (e as NodeJS.ErrnoException)?.code ?? String(e);
@@ -294,7 +299,8 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
   const tokensSec = top.section('tokens');
   tokensSec.rejectUnknown(Object.keys(TOKEN_DEFAULTS));
   const clientsSec = top.section('clients');
-  clientsSec.rejectUnknown(['file']);
+  clientsSec.rejectUnknown(['file', ...CLIENTS_REGISTRATION_KEYS]);
+  const issuerSettings = parseIssuerSettings(raw, file, opts.checkFiles ?? true);
   const upstreamOauth2Sec = top.section('upstream_oauth2');
   upstreamOauth2Sec.rejectUnknown(['client_id', 'client_secret_file', 'recheck_interval']);
 
@@ -333,6 +339,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     auth_code_ttl: tokensSec.positiveInt('auth_code_ttl', TOKEN_DEFAULTS.auth_code_ttl),
     id_token_ttl: tokensSec.positiveInt('id_token_ttl', TOKEN_DEFAULTS.id_token_ttl),
     session_ttl: tokensSec.positiveInt('session_ttl', TOKEN_DEFAULTS.session_ttl),
+    device_code_ttl: tokensSec.positiveInt('device_code_ttl', TOKEN_DEFAULTS.device_code_ttl),
   });
 
   const config: KiwiConfig = {
@@ -365,7 +372,8 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     max_header_size: top.byteSize('max_header_size', '16KiB'),
     tokens,
     auth_rate_limit: top.count('auth_rate_limit', 20),
-    clients: Object.freeze({ file: clientsSec.path('file', path.join(data_dir, 'clients.toml')) }),
+    clients: Object.freeze({ file: clientsSec.path('file', path.join(data_dir, 'clients.toml')), ...issuerSettings.registration }),
+    backchannel_logout: issuerSettings.backchannel_logout,
     upstream_oauth2: Object.freeze({
       client_id: upstreamOauth2Sec.string('client_id', 'kiwi-id'),
       client_secret_file: upstreamOauth2Sec.path('client_secret_file', path.join(data_dir, 'upstream-oauth2.secret')),

@@ -15,6 +15,9 @@
 // and error codes are jose's (ERR_JWS_INVALID, ERR_JWT_EXPIRED, ...);
 // test/unit/verify.test.ts holds both to the same verdicts.
 import { createHash, createPublicKey, verify as cryptoVerify, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { checkDpop, type DpopCheck } from './dpop.js';
+
+export { DpopError, MemoryReplayCache, verifyDpopProof, type DpopCheck, type DpopReplayCache } from './dpop.js';
 
 export interface VerifyOptions {
   issuer: string;
@@ -23,6 +26,8 @@ export interface VerifyOptions {
   typ?: string; // e.g. "at+jwt" for access tokens; unchecked when absent
   /** Seconds since the epoch; default now. */
   currentTime?: number;
+  /** RFC 9449: the request's DPoP proof; required for tokens bound with cnf.jkt (see dpop.ts). */
+  dpop?: DpopCheck;
 }
 
 /** The claims of a verified token. */
@@ -287,8 +292,16 @@ function checkClaims(claims: Record<string, unknown>, o: VerifyOptions): void {
   if (exp <= now - tolerance) fail('ERR_JWT_EXPIRED', '"exp" claim timestamp check failed');
 }
 
-/** Synchronous form of `verify` (same checks, same errors), for hot paths. */
+/** Synchronous form of `verify` (same checks, same errors), for hot paths; not for DPoP-bound tokens. */
 export function verifySync(token: string, keys: VerificationKeys, o: VerifyOptions): JWTPayload {
+  const claims = verifyClaims(token, keys, o);
+  if (o.dpop !== undefined || claims.cnf !== undefined) {
+    fail('ERR_JWT_CLAIM_VALIDATION_FAILED', 'a DPoP-bound token is checked with verify() and its proof');
+  }
+  return claims;
+}
+
+function verifyClaims(token: string, keys: VerificationKeys, o: VerifyOptions): JWTPayload {
   const prepared = preparedKeys(keys);
   const jws = parseCompact(token);
   const alg = checkHeader(jws.header);
@@ -303,5 +316,8 @@ export function verifySync(token: string, keys: VerificationKeys, o: VerifyOptio
 
 /** Verifies signature, kid, iss, aud, exp/nbf and returns the claims, or rejects with TokenError. */
 export async function verify(token: string, keys: VerificationKeys, o: VerifyOptions): Promise<JWTPayload> {
-  return verifySync(token, keys, o);
+  const claims = verifyClaims(token, keys, o);
+  // A token bound to a key (cnf) is only good with a proof of that key.
+  if (o.dpop !== undefined || claims.cnf !== undefined) await checkDpop(claims as never, token, o.dpop);
+  return claims;
 }

@@ -12,6 +12,8 @@ import { ClientsSource } from '../clients/clients-source.js';
 import { createFederation, kanidmDirectory } from '../federation/index.js';
 import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
 import { createIssuer, LOGIN_CALLBACK } from '../oidc/issuer.js';
+import { backchannelAgent } from '../oidc/logout/backchannel.js';
+import { registrationToken } from '../config/issuer.js';
 import { KanidmLogin } from '../oidc/login/kanidm.js';
 import { AuthRateLimit } from '../server/auth-rate-limit.js';
 import { FrontDoor } from '../server/front-door.js';
@@ -88,7 +90,7 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     config: cfg.federation, issuer: cfg.issuer, store, directory: kanidmDirectory(cfg, dispatcher),
     log: childLogger(log, 'federation'), registry: metrics.registry,
   });
-  const { route, provider } = createIssuer({
+  const issuer = createIssuer({
     issuer: cfg.issuer,
     key,
     store,
@@ -99,9 +101,17 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
     log: childLogger(log, 'issuer'),
     countEvent: (event) => metrics.oidcEvents.inc({ event }),
     extensions: federation.extension && [federation.extension],
+    registrationToken: registrationToken(cfg.clients),
+    backchannel: {
+      dispatcher: backchannelAgent(cfg.backchannel_logout.ca_file),
+      timeoutMs: cfg.backchannel_logout.timeout_ms,
+      maxAttempts: cfg.backchannel_logout.max_attempts,
+    },
   });
-  cluster?.attachIssuer(provider);
+  cluster?.attachIssuer(issuer.provider);
+  const route = issuer.route;
   const close = async () => {
+    issuer.close();
     stopUpkeep();
     await federation.close();
     await cluster?.close();

@@ -2,13 +2,16 @@
 // claims, which lifetimes, and how the provider reaches accounts, clients and
 // persistence. Every feature is chosen here deliberately; anything not
 // enabled is absent from discovery and answers the proper OAuth2 error.
-import { errors, type Configuration } from 'oidc-provider';
+import { randomBytes } from 'node:crypto';
+import { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import { generateSecret, GRANT_TYPES, redirectUriProblem } from '../clients/clients-file.js';
 import type { ClientsSource } from '../clients/clients-source.js';
 import type { TokenTtls } from '../config/config.js';
+import { DPOP_ALGORITHMS } from '../crypto/dpop.js';
 import type { SigningKey } from '../crypto/keys.js';
 import type { OidcAdapter } from '../state/oidc-adapter.js';
 import type { Accounts } from './accounts.js';
-import { errorPage, logoutDonePage, logoutPage } from './pages.js';
+import { deviceConfirmPage, deviceDonePage, deviceInputPage, errorPage, logoutDonePage, logoutPage } from './pages.js';
 import { PATHS, INTERACTION_PREFIX } from './paths.js';
 
 // Claims per scope. `groups` carries Kanidm's group SPNs and UUIDs.
@@ -29,6 +32,41 @@ export interface ConfigurationDeps {
   ttl: TokenTtls;
   cookieKeys: string[];
   adapter: new (name: string) => OidcAdapter;
+  /** Dynamic client registration is on exactly when this is set (`[clients] registration_token`). */
+  registrationToken?: string;
+}
+
+/** Client ids handed out by /oauth2/register; lowercase like static ids, and recognisable. */
+export function registeredClientId(): string {
+  return 'reg-' + randomBytes(12).toString('hex');
+}
+
+type ClientFields = Record<string, unknown>;
+
+/**
+ * What registration (RFC 7591/7592) may ask for beyond oidc-provider's own
+ * checks: the same URI rules as the clients file (exact https, or http on
+ * loopback; no wildcards or fragments) and only the grants Kiwi ID offers.
+ */
+function validateRegisteredMetadata(m: ClientFields): void {
+  const uris: Array<[string, unknown]> = [
+    ...((m.redirect_uris as unknown[] | undefined) ?? []).map((u): [string, unknown] => ['redirect_uris', u]),
+    ...((m.post_logout_redirect_uris as unknown[] | undefined) ?? []).map((u): [string, unknown] => ['post_logout_redirect_uris', u]),
+    ...(m.backchannel_logout_uri !== undefined ? [['backchannel_logout_uri', m.backchannel_logout_uri] as [string, unknown]] : []),
+  ];
+  for (const [key, uri] of uris) {
+    const problem = typeof uri === 'string' ? redirectUriProblem(uri) : `${key} entries must be strings`;
+    if (!problem) continue;
+    if (key === 'redirect_uris') throw new errors.InvalidRedirectUri(problem);
+    throw new errors.InvalidClientMetadata(`${key}: ${problem}`);
+  }
+  for (const g of (m.grant_types as unknown[] | undefined) ?? []) {
+    if (!(GRANT_TYPES as readonly unknown[]).includes(g)) throw new errors.InvalidClientMetadata(`grant_types: ${String(g)} is not offered by this issuer`);
+  }
+  const groups = m[ALLOWED_GROUPS];
+  if (groups !== undefined && (!Array.isArray(groups) || !groups.every((x) => typeof x === 'string' && x !== ''))) {
+    throw new errors.InvalidClientMetadata(`${ALLOWED_GROUPS} must be an array of group names`);
+  }
 }
 
 /** Resource indicators (RFC 8707) are KiwiStack services: the origins of registered redirect URIs. */
@@ -60,13 +98,21 @@ export function issuerConfiguration(d: ConfigurationDeps): Configuration {
       id_token_signed_response_alg: d.key.alg,
       token_endpoint_auth_method: 'client_secret_basic',
     },
-    extraClientMetadata: { properties: [ALLOWED_GROUPS] },
+    extraClientMetadata: {
+      properties: [ALLOWED_GROUPS],
+      // ctx is set only while a client registers or updates itself (static clients are validated by the clients file).
+      validator: (ctx: KoaContextWithOIDC | undefined, key: string, _value: unknown, metadata: ClientFields) => {
+        if (ctx && key === ALLOWED_GROUPS) validateRegisteredMetadata(metadata);
+      },
+    } as Configuration['extraClientMetadata'],
     enabledJWA: {
       idTokenSigningAlgValues: [d.key.alg],
       userinfoSigningAlgValues: [d.key.alg],
       introspectionSigningAlgValues: [d.key.alg],
       authorizationSigningAlgValues: [d.key.alg],
       clientAuthSigningAlgValues: ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'],
+      // The same set kiwi-id/verify accepts from services' clients.
+      dPoPSigningAlgValues: [...DPOP_ALGORITHMS],
     },
     cookies: {
       keys: d.cookieKeys,
@@ -84,15 +130,55 @@ export function issuerConfiguration(d: ConfigurationDeps): Configuration {
       Grant: d.ttl.refresh_token_ttl,
       Session: d.ttl.session_ttl,
       Interaction: 600,
+      DeviceCode: d.ttl.device_code_ttl ?? 600,
     },
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     // Every refresh rotates; a rotated-out token used again revokes the grant.
     rotateRefreshToken: true,
     features: {
       devInteractions: { enabled: false },
-      introspection: { enabled: true },
+      // Any confidential client (a resource server) may introspect; a public client only its own tokens.
+      introspection: {
+        enabled: true,
+        allowedPolicy: async (ctx, client, token) => client.clientAuthMethod !== 'none' || token.clientId === ctx.oidc.client?.clientId,
+      },
       revocation: { enabled: true },
       clientCredentials: { enabled: true },
+      // RFC 8628, for CLI tools on KiwiStack hosts. The user signs in on the
+      // verification page through the same login as every other sign-in.
+      deviceFlow: {
+        enabled: true,
+        charset: 'base-20',
+        mask: '****-****',
+        userCodeInputSource: async (ctx, form, _out, err) => {
+          ctx.type = 'html';
+          ctx.body = deviceInputPage(form, err ? (err as Error).name : undefined);
+        },
+        userCodeConfirmSource: async (ctx, form, client, _deviceInfo, userCode) => {
+          ctx.type = 'html';
+          ctx.body = deviceConfirmPage(form, client.clientName ?? client.clientId, userCode);
+        },
+        successSource: async (ctx) => {
+          ctx.type = 'html';
+          ctx.body = deviceDonePage(ctx.oidc.client?.clientName ?? ctx.oidc.client?.clientId ?? 'The device');
+        },
+      },
+      // RFC 9126: available to every client, required per client (require_pushed_authorization_requests).
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false, allowUnregisteredRedirectUris: false },
+      // RFC 9449: available to every client, required per client (dpop_bound_access_tokens); proofs are single-use.
+      dPoP: { enabled: true, allowReplay: false },
+      // OIDC Back-Channel Logout 1.0; delivery is Kiwi ID's (logout/backchannel.ts).
+      backchannelLogout: { enabled: true },
+      // RFC 7591/7592, only with a registration token (absent: /oauth2/register is 404).
+      registration: d.registrationToken
+        ? {
+            enabled: true,
+            initialAccessToken: d.registrationToken,
+            idFactory: registeredClientId,
+            secretFactory: () => generateSecret(),
+          }
+        : { enabled: false },
+      registrationManagement: { enabled: !!d.registrationToken, rotateRegistrationAccessToken: true },
       rpInitiatedLogout: {
         enabled: true,
         logoutSource: async (ctx, form) => {

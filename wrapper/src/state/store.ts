@@ -44,7 +44,7 @@ export interface StateStore {
   find(model: string, id: string): Promise<StateRecord | undefined>;
   findByUid(model: string, uid: string): Promise<StateRecord | undefined>;
   findByUserCode(model: string, userCode: string): Promise<StateRecord | undefined>;
-  /** Every live record of `model`, ordered by id (for small administrative models such as federation links). */
+  /** Every live record of `model`, ordered by id (small administrative models: federation links, registered clients, session watches). */
   list(model: string): Promise<StateRecord[]>;
   /** Atomically marks a live record consumed; exactly one of any number of racing callers wins. */
   consumeOnce(model: string, id: string): Promise<ConsumeResult>;

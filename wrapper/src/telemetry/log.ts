@@ -20,6 +20,7 @@ export interface LoggerOptions {
 const CENSOR = '[redacted]';
 const SECRET_FIELDS = [
   'password', 'client_secret', 'code', 'refresh_token', 'access_token', 'id_token', 'token',
+  'user_code', 'device_code', 'logout_token', 'registration_access_token',
 ];
 const REDACT_PATHS = [
   'req.headers.authorization',
@@ -145,6 +146,8 @@ export class BatchedLog {
 const URL_SECRET_PARAMS = new Set([
   'code', 'access_token', 'refresh_token', 'id_token', 'token', 'client_secret', 'password',
   'code_verifier', 'id_token_hint', 'login_hint_token',
+  // Device flow (verification_uri_complete carries the user code), logout and registration tokens.
+  'user_code', 'device_code', 'logout_token', 'registration_access_token',
 ]);
 
 function decodeParamName(name: string): string {

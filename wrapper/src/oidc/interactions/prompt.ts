@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { ClientsSource } from '../../clients/clients-source.js';
 import { sendErrorPage } from '../../server/error-page.js';
 import { memberOfAny, type Accounts } from '../accounts.js';
+import { ALLOWED_GROUPS } from '../configuration.js';
 import type { IssuerExtension } from '../extension.js';
 import type { LoginMethod } from '../login/method.js';
 
@@ -72,10 +73,12 @@ async function stillValid(d: PromptDeps, details: Details, req: IncomingMessage,
 async function admittedByGroups(d: PromptDeps, details: Details, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
   const clientId = String(details.params.client_id);
   const accountId = details.session!.accountId;
-  const client = d.clients.find(clientId);
-  if (!client?.allowed_groups) return true;
+  // Static clients (clients file) and registered ones alike.
+  const client = await d.provider.Client.find(clientId);
+  const allowed = client?.metadata()[ALLOWED_GROUPS] as string[] | undefined;
+  if (!allowed) return true;
   const account = await d.accounts.find(accountId);
-  if (memberOfAny(account?.groups, client.allowed_groups)) return true;
+  if (memberOfAny(account?.groups, allowed)) return true;
   d.log.info({ client_id: clientId, sub: accountId }, 'access denied by allowed_groups');
   await d.provider.interactionFinished(req, res, {
     error: 'access_denied',
