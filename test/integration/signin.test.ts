@@ -71,6 +71,10 @@ before(async () => {
   await kanidm('group', 'add-members', 'mail_users', 'alice');
   await kanidm('group', 'create', 'files_users');
   await kanidm('person', 'create', 'bob', 'Bob Example');
+  // Wrong credentials soft-lock a person's credential at Kanidm for a moment,
+  // so the refusals are tried by people of their own, not by alice.
+  await kanidm('person', 'create', 'dave', 'Dave Example');
+  await kanidm('person', 'create', 'erin', 'Erin Example');
   await addService('kiwi-mail');
   await addService('kiwi-chat');
   await addService('kiwi-files', ['--allowed-group', 'files_users']);
@@ -168,17 +172,22 @@ test('group policy: a non-member is refused (access_denied, no token); added to 
 });
 
 test('refusals: wrong password and wrong TOTP get Kanidm\'s refusal and no code; a disabled account signed in elsewhere gets access_denied', async () => {
-  for (const wrong of [{ password: 'not-the-password' }, { totpCode: '000000' }]) {
+  const attempts: Array<[string, { password: string; totpCode?: string }, string]> = [
+    ['dave', { password: 'not-the-password' }, 'incorrect password'],
+    ['erin', { password: PASSWORD, totpCode: '000000' }, 'incorrect totp'],
+  ];
+  for (const [who, wrong, reason] of attempts) {
     const { page } = await newPage();
+    const totp = await enrolPasswordAndTotp(page, await resetLink(who), PASSWORD);
     const callbacks: string[] = [];
     page.on('request', (r) => {
       if (r.url().startsWith(`${services['kiwi-mail']!.url}/callback`)) callbacks.push(r.url());
     });
     await page.goto(`${services['kiwi-mail']!.url}/login`);
     await page.waitForURL(/\/ui\/oauth2/);
-    await kanidmLogin(page, { username: 'alice', password: PASSWORD, totp: aliceTotp, ...wrong });
+    await kanidmLogin(page, { username: who, totp, ...wrong });
     await page.getByText('Login Failed').waitFor();
-    assert.match(await page.locator('body').innerText(), /Reason: (incorrect password|incorrect totp|.*credential)/i);
+    assert.match(await page.locator('body').innerText(), new RegExp(`Reason: ${reason}`, 'i'));
     assert.deepEqual(callbacks, [], 'the service got no code');
   }
 
