@@ -18,7 +18,7 @@ import { fetch as undiciFetch } from 'undici';
 import { HttpBrowser, type Step } from './harness/http-browser.js';
 import { KiwiNode, UPSTREAM_PREFIX, killStrays } from './harness/kiwi-node.js';
 import { spawnSync } from 'node:child_process';
-import { recoverAccount } from '../../wrapper/src/upstream/kanidmd-tasks.js';
+import { recoverAccount } from '../../wrapper/src/upstream/setup/kanidmd-tasks.js';
 import { freePort } from '../e2e/net.js';
 
 const HOST = 'id.kiwi.test';

@@ -12,7 +12,7 @@ import path from 'node:path';
 import * as oidc from 'openid-client';
 import { fetch as undiciFetch } from 'undici';
 import { verify } from '../../wrapper/src/crypto/verify.js';
-import { recoverAccount } from '../../wrapper/src/upstream/kanidmd-tasks.js';
+import { recoverAccount } from '../../wrapper/src/upstream/setup/kanidmd-tasks.js';
 import { HttpBrowser, type Step } from './harness/http-browser.js';
 import { KiwiNode, UPSTREAM_PREFIX } from './harness/kiwi-node.js';
 

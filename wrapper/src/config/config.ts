@@ -354,7 +354,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     upstream_bin,
     upstream_cli: top.path('upstream_cli', path.join(path.dirname(upstream_bin), 'kanidm')),
     upstream_config,
-    // Default: the CA first boot made beside server.toml (upstream/files.ts layout).
+    // Default: the CA first boot made beside server.toml (upstream/setup/server-toml.ts layout).
     upstream_ca: top.path('upstream_ca', path.join(path.dirname(upstream_config), 'tls', 'ca.pem')),
     upstream_db_path: top.path('upstream_db_path', '/var/lib/upstream/kanidm.db'),
     compatibility_file: top.path('compatibility_file', '/opt/kiwi/compatibility.toml'),

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import type { KiwiConfig } from '../config/config.js';
 import { ensureParentDir, writeNewFilesAtomic } from '../crypto/keys.js';
-import { KanidmCli } from '../upstream/kanidm-cli.js';
+import { KanidmCli } from '../upstream/setup/kanidm-cli.js';
 
 export const READER_ACCOUNT = 'kiwi-id-reader';
 export const READER_GROUP = 'idm_people_pii_read';

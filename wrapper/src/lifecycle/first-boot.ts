@@ -13,11 +13,11 @@ import { ensureParentDir, generateSigningKeyPair, writeNewFilesAtomic } from '..
 import { verifyPinned } from '../upstream/pin.js';
 import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
 import { generateDevCertificate } from '../crypto/tls-certs.js';
-import { writeServerToml } from '../upstream/files.js';
-import { KanidmCli } from '../upstream/kanidm-cli.js';
-import { recoverAccount, reindexDatabase } from '../upstream/kanidmd-tasks.js';
-import { withKanidm } from '../upstream/one-off.js';
-import { DEFAULT_SCOPE_GROUP, ensureKiwiOAuth2Client, LOGIN_SCOPES } from '../upstream/provision.js';
+import { writeServerToml } from '../upstream/setup/server-toml.js';
+import { KanidmCli } from '../upstream/setup/kanidm-cli.js';
+import { recoverAccount, reindexDatabase } from '../upstream/setup/kanidmd-tasks.js';
+import { withKanidm } from '../upstream/setup/one-off.js';
+import { DEFAULT_SCOPE_GROUP, ensureKiwiOAuth2Client, LOGIN_SCOPES } from '../upstream/setup/provision.js';
 import { undiciAgent, upstreamTls } from '../upstream/tls.js';
 import { LOGIN_CALLBACK } from '../oidc/paths.js';
 import { ensureReaderAccount, readerAccountNeeded } from '../federation/reader-account.js';

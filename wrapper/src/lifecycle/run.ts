@@ -27,7 +27,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { verifyPinned } from '../upstream/pin.js';
 import { Supervisor } from '../upstream/supervisor.js';
-import { startPrimary, startWorker } from './cluster.js';
+import { startPrimary, startWorker } from './workers.js';
 import { proxyAgent, undiciAgent, upstreamTls } from '../upstream/tls.js';
 
 const execFileAsync = promisify(execFile);
@@ -201,7 +201,7 @@ export function createSupervisor(cfg: KiwiConfig, log: Logger, metrics: Metrics)
 }
 
 export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
-  // More than one worker: the primary supervises Kanidm, the workers serve (lifecycle/cluster.ts).
+  // More than one worker: the primary supervises Kanidm, the workers serve (lifecycle/workers.ts).
   if (cfg.workers > 1) {
     // The multi-node cluster (gossip listener, Kanidm replication) lives in
     // the one process that serves; it has not been split over workers yet.

@@ -4,7 +4,7 @@
 // if the address is already answering, it refuses.
 import { execa } from 'execa';
 import type { Dispatcher } from 'undici';
-import { probeStatus } from './health.js';
+import { probeStatus } from '../health.js';
 
 export interface OneOffOptions {
   bin: string;
