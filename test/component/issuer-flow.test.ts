@@ -13,6 +13,7 @@ import * as oidc from 'openid-client';
 import { verify } from '../../wrapper/src/crypto/verify.js';
 import { IssuerHarness } from './harness/issuer.js';
 import { ScriptedLogin } from './harness/scripted-login.js';
+import { authorize } from './harness/sign-in.js';
 import { CookieBrowser } from './harness/cookie-browser.js';
 
 let login!: ScriptedLogin;
@@ -24,22 +25,6 @@ before(async () => {
   h.register({ client_id: 'kiwi-files', redirect_uris: ['https://files.kiwi.test/cb'], allowed_groups: ['files_users'] });
 });
 after(() => h.close());
-
-async function authorize(browser: CookieBrowser, config: oidc.Configuration, extra: { redirect_uri: string } & Record<string, string>) {
-  const verifier = oidc.randomPKCECodeVerifier();
-  const state = oidc.randomState();
-  const nonce = oidc.randomNonce();
-  const url = oidc.buildAuthorizationUrl(config, {
-    scope: 'openid profile email groups offline_access',
-    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
-    nonce,
-    ...extra,
-  });
-  const landed = await browser.go(url.href);
-  return { landed: landed.url, verifier, state, nonce };
-}
 
 test('full flow for a confidential service: login, consent, tokens, userinfo, refresh, logout', async () => {
   const config = await h.rp('kiwi-mail', oidc.ClientSecretBasic(h.secrets['kiwi-mail']));

@@ -12,6 +12,8 @@ export interface WaitOptions {
   intervalMs?: number;
   /** Extra context appended to the failure message (e.g. a process's output). */
   detail?: () => string;
+  /** An error of `cond` that means it will never become true (e.g. the process exited): fail at once. */
+  fatal?: (err: Error) => boolean;
 }
 
 /**
@@ -28,12 +30,14 @@ export async function waitFor<T>(cond: () => T | Promise<T>, o: WaitOptions): Pr
       if (v) return v as NonNullable<T>;
     } catch (err) {
       last = err;
+      if (o.fatal?.(err as Error)) break;
     }
     if (Date.now() >= end) break;
     await sleep(o.intervalMs ?? 20);
   }
   const why = last ? ` (last error: ${(last as Error).message ?? last})` : '';
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${o.what}${why}${o.detail ? '\n' + o.detail() : ''}`);
+  const gave = Date.now() >= end ? `timed out after ${timeoutMs} ms waiting for` : 'gave up waiting for';
+  throw new Error(`${gave} ${o.what}${why}${o.detail ? '\n' + o.detail() : ''}`);
 }
 
 /** An event from an emitter, bounded the same way. */

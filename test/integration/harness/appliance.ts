@@ -20,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { REPO, UPSTREAM_PREFIX } from './kiwi-node.js';
+import { waitFor } from '../../component/harness/wait.js';
 
 export const APP_IP = '10.10.20.10';
 export const SERVICE_IP = '10.10.20.11';
@@ -185,19 +186,9 @@ export class Appliance {
   }
 
   async until(what: string, ok: () => Promise<boolean>, ms = 120_000): Promise<void> {
-    const end = Date.now() + ms;
-    let last: unknown;
-    while (Date.now() < end) {
-      try {
-        if (await ok()) return;
-      } catch (err) {
-        last = err;
-        if ((err as Error).message?.startsWith('boot exited')) break;
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`appliance: timed out waiting for ${what} (${(last as Error)?.message ?? 'no error'})\n${this.tail()}`);
+    await waitFor(ok, { what: `appliance: ${what}`, timeoutMs: ms, intervalMs: 100, detail: () => this.tail(), fatal: (e) => e.message?.startsWith('boot exited') });
   }
+
 
   /** Stops the appliance, kills whatever is left in its namespace, removes namespaces and files. */
   async close(): Promise<void> {

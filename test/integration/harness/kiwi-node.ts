@@ -11,6 +11,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { Agent, request } from 'undici';
 import { freePort } from '../../e2e/net.js';
+import { waitFor } from '../../component/harness/wait.js';
 
 export const REPO = path.resolve(import.meta.dirname, '../../..');
 export const UPSTREAM_PREFIX = path.resolve(process.env.KIWI_TEST_UPSTREAM ?? path.join(REPO, '.kiwi-dev/upstream'));
@@ -177,19 +178,9 @@ export class KiwiNode {
 
   /** Polls `ok` until true (errors count as not yet), failing after `ms` with the node's recent output. */
   async until(what: string, ok: () => Promise<boolean>, ms = 120_000): Promise<void> {
-    const end = Date.now() + ms;
-    let last: unknown;
-    while (Date.now() < end) {
-      try {
-        if (await ok()) return;
-      } catch (err) {
-        last = err;
-        if ((err as Error).message?.startsWith('kiwi-id run exited')) break;
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`${this.o.name ?? 'node'}: timed out waiting for ${what} (${(last as Error)?.message ?? 'no error'})\n${this.tail()}`);
+    await waitFor(ok, { what: `${this.o.name ?? 'node'}: ${what}`, timeoutMs: ms, intervalMs: 100, detail: () => this.tail(), fatal: (e) => e.message?.startsWith('kiwi-id run exited') });
   }
+
 
   tail(n = 3000): string {
     return this.out.join('').slice(-n);

@@ -1,31 +1,32 @@
 // Errors the cluster layer raises inside the token endpoint. Shaped like oidc-provider's own
 // errors (message = OAuth2 error code, `expose`, `statusCode`), so the client gets a proper
 // OAuth2 error response, never a 500 with internals.
-export class ClusterUnavailableError extends Error {
-  readonly error = 'temporarily_unavailable';
-  readonly error_description: string;
+abstract class ClusterOAuth2Error extends Error {
   readonly expose = true;
-  readonly status = 503;
-  readonly statusCode = 503;
+  readonly status: number;
+  readonly statusCode: number;
 
+  constructor(
+    readonly error: string,
+    status: number,
+    readonly error_description: string,
+  ) {
+    super(error);
+    this.status = this.statusCode = status;
+    this.name = new.target.name;
+  }
+}
+
+/** The node a code or token must be consumed at cannot be reached (fail closed). */
+export class ClusterUnavailableError extends ClusterOAuth2Error {
   constructor(description: string) {
-    super('temporarily_unavailable');
-    this.name = 'ClusterUnavailableError';
-    this.error_description = description;
+    super('temporarily_unavailable', 503, description);
   }
 }
 
 /** A peer that knows the grant or record is revoked or used refused the issuance. */
-export class QuorumDeniedError extends Error {
-  readonly error = 'invalid_grant';
-  readonly error_description: string;
-  readonly expose = true;
-  readonly status = 400;
-  readonly statusCode = 400;
-
+export class QuorumDeniedError extends ClusterOAuth2Error {
   constructor(description: string) {
-    super('invalid_grant');
-    this.name = 'QuorumDeniedError';
-    this.error_description = description;
+    super('invalid_grant', 400, description);
   }
 }

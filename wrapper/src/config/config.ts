@@ -6,7 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import { parseByteSize, parseDuration } from './duration.js';
-import { isTable, TableReader, tomlType, type Table } from './toml-types.js';
+import { isTable, SectionReader, tomlType, type Table } from './toml-types.js';
 import { CLIENTS_REGISTRATION_KEYS, parseIssuerSettings, type IssuerSettings } from './issuer.js';
 import { LOG_LEVELS, type LogLevel } from '../telemetry/log.js';
 import { checkFederationFiles, FederationKeyError, parseFederation, type FederationConfig } from './federation.js';
@@ -112,24 +112,18 @@ const TOKEN_DEFAULTS: Required<TokenTtls> = {
 const errorCode = (e: unknown): string => (e as NodeJS.ErrnoException)?.code ?? String(e);
 
 /** One TOML table plus where its keys live, so errors can name "[tokens].foo". */
-class Section extends TableReader {
+class Section extends SectionReader {
   constructor(
     readonly file: string,
     table: Table,
-    readonly prefix: string,
-    readonly baseDir: string,
+    prefix: string,
+    baseDir: string,
   ) {
-    super(table);
+    super(table, prefix, baseDir);
   }
 
   error(key: string, problem: string): ConfigError {
     return new ConfigError(this.file, this.prefix + key, problem);
-  }
-
-  rejectUnknown(allowed: readonly string[]): void {
-    for (const key of Object.keys(this.table)) {
-      if (!allowed.includes(key)) throw this.error(key, 'unknown key');
-    }
   }
 
   /** Runs a parser that throws plain Errors and re-throws them against `key`. */
@@ -140,21 +134,6 @@ class Section extends TableReader {
       if (e instanceof ConfigError) throw e;
       throw this.error(key, (e as Error).message);
     }
-  }
-
-  string(key: string, fallback?: string): string {
-    const v = this.optionalString(key) ?? fallback;
-    if (v === undefined) throw this.error(key, 'is required');
-    return v;
-  }
-
-  optionalPath(key: string): string | undefined {
-    const v = this.optionalString(key);
-    return v === undefined ? undefined : path.resolve(this.baseDir, v);
-  }
-
-  path(key: string, fallback?: string): string {
-    return path.resolve(this.baseDir, this.string(key, fallback));
   }
 
   section(key: string): Section {

@@ -4,7 +4,7 @@
 // the rest of the config: one line "FILE: KEY: problem" for anything wrong.
 import fs from 'node:fs';
 import path from 'node:path';
-import { isTable, TableReader, tomlType, type Table } from './toml-types.js';
+import { isTable, SectionReader, tomlType, type Table } from './toml-types.js';
 
 export const UPSTREAM_AUTH_METHODS = ['private_key_jwt', 'client_secret_post', 'client_secret_basic', 'none'] as const;
 export type UpstreamAuthMethod = (typeof UPSTREAM_AUTH_METHODS)[number];
@@ -87,28 +87,9 @@ export class FederationKeyError extends Error {
   }
 }
 
-class Reader extends TableReader {
-  constructor(table: Table, readonly prefix: string, readonly baseDir: string) {
-    super(table);
-  }
-
+class Reader extends SectionReader {
   error(key: string, problem: string): FederationKeyError {
     return new FederationKeyError(this.prefix + key, problem);
-  }
-
-  rejectUnknown(allowed: readonly string[]): void {
-    for (const key of Object.keys(this.table)) if (!allowed.includes(key)) throw this.error(key, 'unknown key');
-  }
-
-  string(key: string, fallback?: string): string {
-    const v = this.optionalString(key) ?? fallback;
-    if (v === undefined) throw this.error(key, 'is required');
-    return v;
-  }
-
-  optionalPath(key: string): string | undefined {
-    const v = this.optionalString(key);
-    return v === undefined ? undefined : path.resolve(this.baseDir, v);
   }
 
   strings(key: string, fallback: readonly string[]): string[] {

@@ -159,13 +159,8 @@ export class UpstreamProxy {
     const handler = new ResponseWriter(this, req, res, requestId);
     try {
       const options: UpstreamRequest = {
-        origin: this.o.target,
-        path,
-        method: req.method as Dispatcher.HttpMethod,
-        headers: upstreamHeaders(req, requestId),
-        servername: this.servername,
+        ...this.requestTo(req, path, requestId),
         body: body as Dispatcher.DispatchOptions['body'],
-        headersTimeout: this.o.timeoutMs,
         bodyTimeout: this.o.timeoutMs,
       };
       this.o.agent.dispatch(options, handler);
@@ -173,6 +168,18 @@ export class UpstreamProxy {
       // undici refuses what it cannot send (e.g. a header it considers invalid).
       this.fail(req, res, requestId, err as Error);
     }
+  }
+
+  /** The parts of the request to Kanidm every proxied request shares. */
+  private requestTo(req: IncomingMessage, path: string, requestId: string): UpstreamRequest {
+    return {
+      origin: this.o.target,
+      path,
+      method: req.method as Dispatcher.HttpMethod,
+      headers: upstreamHeaders(req, requestId),
+      servername: this.servername,
+      headersTimeout: this.o.timeoutMs,
+    };
   }
 
   /** WebSocket and other upgrades: a 101 from Kanidm joins the two sockets; anything else is relayed and closed. */
@@ -186,15 +193,7 @@ export class UpstreamProxy {
     const protocol = req.headers.upgrade;
     if (path === null || !protocol) return void refuse('400 Bad Request');
     try {
-      const options: UpstreamRequest = {
-        origin: this.o.target,
-        path,
-        method: req.method as Dispatcher.HttpMethod,
-        headers: upstreamHeaders(req, requestId),
-        upgrade: protocol,
-        servername: this.servername,
-        headersTimeout: this.o.timeoutMs,
-      };
+      const options: UpstreamRequest = { ...this.requestTo(req, path, requestId), upgrade: protocol };
       this.o.agent.dispatch(
         options,
         new UpgradeRelay(socket, head, (err) => {
