@@ -164,6 +164,8 @@ export class FrontDoor {
     const isHealth = HEALTH_PATHS.has(pathname);
     const owner = isHealth ? undefined : this.o.routes?.find((r) => r.matches(pathname));
     const route = isHealth ? pathname.slice(1) : (owner?.name ?? 'proxy');
+    // Read now: once the client has closed its connection the socket no longer knows it.
+    const remote = req.socket?.remoteAddress;
     this.pending.add(res);
     // The proxy puts the id in the header list it answers with (Node's fast
     // path for writeHead needs no header set before); everything else gets it here.
@@ -188,7 +190,7 @@ export class FrontDoor {
             url: redactUrl(req.url ?? ''),
             status,
             duration_ms: Math.round(seconds * 1e4) / 10,
-            remote: req.socket?.remoteAddress,
+            remote,
             route,
           },
           'request',
