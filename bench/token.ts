@@ -4,9 +4,9 @@
 // client_secret_basic, as KiwiStack services do it. Each response's new
 // refresh token and signed id_token are produced for real.
 //
-// Kanidm's own token endpoint is the intended comparison in the same run; the
-// pinned Kanidm cannot be built here (upstream-pins/BLOCKED.md), so that row
-// prints as unavailable instead of a made-up figure.
+// The issuer alone (in-process, no Kanidm): the cost of Kiwi ID's own token
+// work. Kiwi ID's token endpoint next to Kanidm's own, on a real node, is
+// bench/signin.ts.
 //
 //   node --import tsx bench/token.ts [seconds=5] [chains=16]
 import { spawn } from 'node:child_process';
@@ -62,7 +62,6 @@ try {
   const pct = (p: number) => lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))]!.toFixed(1);
   console.log(`refresh grant, ${chains} concurrent chains, ${seconds}s, ${os.cpus().length} cores`);
   console.log(`kiwi-id /oauth2/token   ${(lat.length / elapsed).toFixed(0).padStart(6)} req/s   p50 ${pct(50)} ms   p99 ${pct(99)} ms`);
-  console.log('kanidm  /oauth2/token   unavailable: the pinned Kanidm cannot be built here (upstream-pins/BLOCKED.md)');
 } finally {
   await pool.close();
   child.kill();

@@ -6,7 +6,7 @@
 // Only the Kanidm round trip is replaced: ScriptedLogin sends the "browser"
 // straight back to the login callback with claims the test chooses. The real
 // KanidmLogin's redirect is covered in issuer.test.ts; the round trip through
-// a real Kanidm is test/integration's (blocked with the upstream).
+// a real Kanidm is test/integration's (signin.test.ts, device-flow.test.ts).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as oidc from 'openid-client';
