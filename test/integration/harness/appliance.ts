@@ -21,6 +21,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { REPO, UPSTREAM_PREFIX } from './kiwi-node.js';
 import { waitFor } from '../../component/harness/wait.js';
+import { stopChild } from './processes.js';
 
 export const APP_IP = '10.10.20.10';
 export const SERVICE_IP = '10.10.20.11';
@@ -123,12 +124,8 @@ export class Appliance {
   }
 
   /** SIGTERM (or another signal) to the wrapper; resolves with its exit code. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null;
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    child.kill(signal);
-    return exited;
+  stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    return stopChild(this.child, signal);
   }
 
   /** A command inside the running appliance (its mounts and network), as root: what `lxc-attach` gives an operator. */

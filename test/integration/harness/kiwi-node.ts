@@ -12,6 +12,7 @@ import { execa } from 'execa';
 import { Agent, request } from 'undici';
 import { freePort } from '../../e2e/net.js';
 import { waitFor } from '../../component/harness/wait.js';
+import { stopChild } from './processes.js';
 
 export const REPO = path.resolve(import.meta.dirname, '../../..');
 export const UPSTREAM_PREFIX = path.resolve(process.env.KIWI_TEST_UPSTREAM ?? path.join(REPO, '.kiwi-dev/upstream'));
@@ -214,12 +215,8 @@ export class KiwiNode {
   }
 
   /** SIGTERM (or another signal) to the wrapper; resolves with its exit code. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null;
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    child.kill(signal);
-    return exited;
+  stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    return stopChild(this.child, signal);
   }
 
   /** Stops everything this node started and removes its files. Safe to call twice. */

@@ -1,6 +1,7 @@
 // What the kernel says about processes (from /proc), for tests that must
 // show a wrapper leaves no child behind: its children, and whether a pid is
 // still a process at all (a zombie counts: nobody reaped it).
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 
 export interface ProcInfo {
@@ -36,4 +37,12 @@ export function childrenOf(pid: number): ProcInfo[] {
 /** True while `pid` exists in any state (including an unreaped zombie). */
 export function exists(pid: number): boolean {
   return procInfo(pid) !== undefined;
+}
+
+/** Sends `signal` to a child (unless it has already exited); resolves with its exit code. */
+export function stopChild(child: ChildProcess | undefined, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child?.exitCode ?? null);
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  child.kill(signal);
+  return exited;
 }

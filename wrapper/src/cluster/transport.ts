@@ -21,6 +21,7 @@ import { Agent, request } from 'undici';
 import { EnvelopeRejected, Sealer, openEnvelope, type Envelope, type RejectReason } from './envelope.js';
 import { nodeIdOf, type NodeIdentity } from './pki.js';
 import { peerHost } from '../config/cluster.js';
+import { listenOn } from '../server/listen.js';
 
 export const PATHS = {
   join: '/cluster/v1/join',
@@ -134,13 +135,7 @@ export class ClusterServer {
   }
 
   listen(): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.o.port, this.o.host, () => {
-        this.server.off('error', reject);
-        resolve(this.server.address() as AddressInfo);
-      });
-    });
+    return listenOn(this.server, this.o.port, this.o.host);
   }
 
   async close(): Promise<void> {

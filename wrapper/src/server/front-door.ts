@@ -14,6 +14,7 @@ import { BatchedLog, redactUrl } from '../telemetry/log.js';
 import { sendErrorPage } from './error-page.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { UpstreamProxy } from './proxy.js';
+import { listenOn } from './listen.js';
 
 /** A wrapper-owned group of paths, e.g. the OIDC issuer. */
 export interface Route {
@@ -100,13 +101,7 @@ export class FrontDoor {
   }
 
   listen(): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.o.port, this.o.host, () => {
-        this.server.off('error', reject);
-        resolve(this.server.address() as AddressInfo);
-      });
-    });
+    return listenOn(this.server, this.o.port, this.o.host);
   }
 
   /** SIGHUP: new connections use the certificate now on disk; a bad file keeps the old one. */

@@ -86,6 +86,15 @@ interface Row {
 }
 
 const COLUMNS = 'model, id, payload, grant_id, user_code, uid, expires_at, consumed_at, origin';
+/** Insert a record, or replace its data; callers add how consumption and origin merge. */
+const WRITE_RECORD = `INSERT INTO state_records (${COLUMNS})
+        VALUES (@model, @id, @payload, @grantId, @userCode, @uid, @expiresAt, @consumedAt, @origin)
+        ON CONFLICT (model, id) DO UPDATE SET
+          payload = excluded.payload,
+          grant_id = excluded.grant_id,
+          user_code = excluded.user_code,
+          uid = excluded.uid,
+          expires_at = excluded.expires_at,`;
 const LIVE = '(expires_at IS NULL OR expires_at > @now)';
 
 function toRecord(row: Row | undefined): StateRecord | undefined {
@@ -169,14 +178,7 @@ export class SqliteStateStore implements StateStore {
     this.stmt = {
       // A row that has expired but not been swept yet counts as absent: replacing it starts afresh.
       upsert: db.prepare(`
-        INSERT INTO state_records (${COLUMNS})
-        VALUES (@model, @id, @payload, @grantId, @userCode, @uid, @expiresAt, @consumedAt, @origin)
-        ON CONFLICT (model, id) DO UPDATE SET
-          payload = excluded.payload,
-          grant_id = excluded.grant_id,
-          user_code = excluded.user_code,
-          uid = excluded.uid,
-          expires_at = excluded.expires_at,
+        ${WRITE_RECORD}
           consumed_at = CASE WHEN state_records.expires_at IS NOT NULL AND state_records.expires_at <= @now
                              THEN excluded.consumed_at
                              ELSE coalesce(state_records.consumed_at, excluded.consumed_at) END,
@@ -204,14 +206,7 @@ export class SqliteStateStore implements StateStore {
       // A record as another node has it (cluster/replicated-state.ts): exact expiry and origin;
       // the earliest consumption wins, and a live record keeps its origin.
       applyReplica: db.prepare(`
-        INSERT INTO state_records (${COLUMNS})
-        VALUES (@model, @id, @payload, @grantId, @userCode, @uid, @expiresAt, @consumedAt, @origin)
-        ON CONFLICT (model, id) DO UPDATE SET
-          payload = excluded.payload,
-          grant_id = excluded.grant_id,
-          user_code = excluded.user_code,
-          uid = excluded.uid,
-          expires_at = excluded.expires_at,
+        ${WRITE_RECORD}
           consumed_at = CASE WHEN state_records.consumed_at IS NULL THEN excluded.consumed_at
                              WHEN excluded.consumed_at IS NULL THEN state_records.consumed_at
                              ELSE min(state_records.consumed_at, excluded.consumed_at) END,
