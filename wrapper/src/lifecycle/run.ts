@@ -1,6 +1,6 @@
 // `kiwi-id run`: wires config, logs, the supervised Kanidm, the front door
 // and the issuer together, and owns the process signals.
-import cluster from 'node:cluster';
+import nodeCluster from 'node:cluster';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -20,17 +20,13 @@ import { FrontDoor } from '../server/front-door.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { UpstreamProxy } from '../server/proxy.js';
 import { readSecretFile } from '../files/secret-file.js';
-import { SqliteStateStore } from '../state/store.js';
+import { SqliteStateStore, type StateStore } from '../state/store.js';
 import { startCluster } from '../cluster/index.js';
-import type { KanidmControl } from '../cluster/kanidm-replication.js';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { verifyPinned } from '../upstream/pin.js';
+import { supervisedKanidmControl } from '../upstream/control.js';
 import { Supervisor } from '../upstream/supervisor.js';
 import { startPrimary, startWorker } from './workers.js';
 import { proxyAgent, undiciAgent, upstreamTls } from '../upstream/tls.js';
-
-const execFileAsync = promisify(execFile);
 
 export interface Running {
   log: Logger;
@@ -59,6 +55,28 @@ export function keepState(store: Pick<SqliteStateStore, 'countLive' | 'sweep'>, 
   return () => clearInterval(sweeper);
 }
 
+/** How people sign in: Kiwi ID as Kanidm's OAuth2 client (null until first boot wrote its secret). */
+function kanidmLogin(cfg: KiwiConfig, dispatcher: Dispatcher, store: StateStore, log: Logger): KanidmLogin | null {
+  const secretFile = cfg.upstream_oauth2.client_secret_file;
+  if (!existsSync(secretFile)) {
+    log.error({ file: secretFile }, 'Kanidm OAuth2 client secret missing: user sign-in is disabled until it exists (see README, first boot)');
+    return null;
+  }
+  return new KanidmLogin({
+    publicOrigin: cfg.issuer,
+    upstreamAddr: cfg.upstream_addr,
+    dispatcher,
+    clientId: cfg.upstream_oauth2.client_id,
+    clientSecret: readSecretFile(secretFile).trim(),
+    redirectUri: cfg.issuer + LOGIN_CALLBACK,
+    store,
+    domain: new URL(cfg.issuer).hostname,
+    grantTtlSeconds: Math.max(cfg.tokens.refresh_token_ttl, cfg.tokens.session_ttl),
+    freshForMs: cfg.upstream_oauth2.recheck_interval_ms,
+    log: childLogger(log, 'login'),
+  });
+}
+
 /** The OIDC issuer and what it needs: signing key, state store, clients, login at Kanidm. */
 async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher, metrics: Metrics, ownsState: boolean) {
   const key = await loadSigningKey(cfg.jwt_private_key, cfg.jwt_public_key);
@@ -67,25 +85,7 @@ async function issuerRoute(cfg: KiwiConfig, log: Logger, dispatcher: Dispatcher,
   const cluster = await startCluster(cfg, local, key, childLogger(log, 'cluster'), metrics.registry);
   const store = cluster?.store ?? local;
   const stopUpkeep = ownsState ? keepState(store, log, metrics) : () => undefined;
-  const secretFile = cfg.upstream_oauth2.client_secret_file;
-  let login: KanidmLogin | null = null;
-  if (existsSync(secretFile)) {
-    login = new KanidmLogin({
-      publicOrigin: cfg.issuer,
-      upstreamAddr: cfg.upstream_addr,
-      dispatcher,
-      clientId: cfg.upstream_oauth2.client_id,
-      clientSecret: readSecretFile(secretFile).trim(),
-      redirectUri: cfg.issuer + LOGIN_CALLBACK,
-      store,
-      domain: new URL(cfg.issuer).hostname,
-      grantTtlSeconds: Math.max(cfg.tokens.refresh_token_ttl, cfg.tokens.session_ttl),
-      freshForMs: cfg.upstream_oauth2.recheck_interval_ms,
-      log: childLogger(log, 'login'),
-    });
-  } else {
-    log.error({ file: secretFile }, 'Kanidm OAuth2 client secret missing: user sign-in is disabled until it exists (see README, first boot)');
-  }
+  const login = kanidmLogin(cfg, dispatcher, store, log);
   const federation = createFederation({
     config: cfg.federation, issuer: cfg.issuer, store, directory: kanidmDirectory(cfg, dispatcher),
     log: childLogger(log, 'federation'), registry: metrics.registry,
@@ -206,7 +206,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
     // The multi-node cluster (gossip listener, Kanidm replication) lives in
     // the one process that serves; it has not been split over workers yet.
     if (cfg.cluster.enabled) throw new Error(`${cfg.config_file}: workers: more than 1 is not supported together with [gossip]/[cluster] yet`);
-    return cluster.isPrimary ? startPrimary(cfg) : startWorker(cfg);
+    return nodeCluster.isPrimary ? startPrimary(cfg) : startWorker(cfg);
   }
   const log = createLogger({ level: cfg.log_level, logDir: cfg.log_dir, component: 'wrapper' });
   // Refuse to start at all (not merely fail to restart later) when the
@@ -232,35 +232,12 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
   await supervisor.start();
   // Kiwi ID coordinates Kanidm's replication partners once Kanidm runs (in the background:
   // partners appear as other nodes publish their certificates).
-  listener.cluster?.startKanidmReplication(cfg.upstream_config, kanidmControl(cfg, supervisor)).catch((err) =>
+  listener.cluster?.startKanidmReplication(cfg.upstream_config, supervisedKanidmControl(cfg.upstream_bin, cfg.upstream_config, supervisor)).catch((err) =>
     log.error({ err_message: (err as Error).message }, 'Kanidm replication coordination failed'),
   );
   const addr = await frontDoor.listen();
   log.info({ listen: `${addr.address}:${addr.port}`, issuer: cfg.issuer }, 'listening');
   return { log, metrics, supervisor, frontDoor, shutdown, reloadTls: () => void frontDoor.reloadTls() };
-}
-
-/** What the cluster's Kanidm replication coordinator may do to Kanidm: admin commands, restart. */
-function kanidmControl(cfg: KiwiConfig, supervisor: Supervisor): KanidmControl {
-  const admin = async (...args: string[]) => {
-    const { stdout, stderr } = await execFileAsync(cfg.upstream_bin, [...args, '-c', cfg.upstream_config], { maxBuffer: 1 << 20 });
-    return stdout + stderr;
-  };
-  return {
-    showCertificate: async () => {
-      await supervisor.waitHealthy();
-      return admin('show-replication-certificate');
-    },
-    refreshConsumer: async () => {
-      await supervisor.waitHealthy();
-      await admin('refresh-replication-consumer', '--i-want-to-refresh-this-servers-database');
-    },
-    restart: async () => {
-      await supervisor.stop();
-      await supervisor.start();
-      await supervisor.waitHealthy();
-    },
-  };
 }
 
 /** Process glue: signals and exit codes. */
