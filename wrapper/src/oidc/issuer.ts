@@ -144,7 +144,7 @@ export function createIssuer(o: IssuerOptions): Issuer {
 
   const callback = provider.callback();
   const extensions = (o.extensions ?? []).map((make) => make({ provider, accounts, issuer: o.issuer, log: o.log }));
-  const prompt = promptHandler({ provider, login: o.login, accounts, clients: o.clients, log: o.log, extensions });
+  const prompt = promptHandler({ provider, login: o.login, accounts, log: o.log, extensions });
   const loginCallback = loginCallbackHandler({ provider, login: o.login, accounts, issuer: o.issuer, log: o.log });
 
   const route: Route = {

@@ -5,7 +5,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type Provider from 'oidc-provider';
 import type { Logger } from 'pino';
-import type { ClientsSource } from '../../clients/clients-source.js';
 import { sendErrorPage } from '../../server/error-page.js';
 import { memberOfAny, type Accounts } from '../accounts.js';
 import { ALLOWED_GROUPS } from '../configuration.js';
@@ -16,7 +15,6 @@ export interface PromptDeps {
   provider: Provider;
   login: LoginMethod | null;
   accounts: Accounts;
-  clients: ClientsSource;
   log: Logger;
   /** Offered the sign-in step first (federation: choice page, upstream IdPs). */
   extensions?: IssuerExtension[];
