@@ -13,11 +13,14 @@ import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { readFileSync } from 'node:fs';
 import { Pool } from 'undici';
 
 const seconds = Number(process.argv[2] ?? 5);
 const chains = Number(process.argv[3] ?? 16);
-const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'token-server.ts'), String(chains)], {
+// KIWI_PROF=DIR: the server writes a --cpu-prof profile there (NODE_OPTIONS refuses --cpu-prof).
+const prof = process.env.KIWI_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.KIWI_PROF}`] : [];
+const child = spawn(process.execPath, [...prof, '--import', 'tsx', path.join(import.meta.dirname, 'token-server.ts'), String(chains)], {
   stdio: ['ignore', 'pipe', 'inherit'],
 });
 const info = await new Promise<{ port: number; ca: string; secret: string; tokens: string[] }>((resolve, reject) => {
@@ -39,6 +42,12 @@ async function refresh(rt: string): Promise<string> {
   return body.refresh_token;
 }
 
+/** CPU seconds (user + system) the server process has used so far, from /proc. */
+function serverCpuSeconds(): number {
+  const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
 async function run(durationMs: number, latencies: number[] | null) {
   const end = Date.now() + durationMs;
   await Promise.all(
@@ -56,12 +65,16 @@ try {
   await run(1000, null); // warm-up
   const lat: number[] = [];
   const start = Date.now();
+  const cpu0 = serverCpuSeconds();
   await run(seconds * 1000, lat);
+  const cpu = serverCpuSeconds() - cpu0;
   const elapsed = (Date.now() - start) / 1000;
   lat.sort((a, b) => a - b);
   const pct = (p: number) => lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))]!.toFixed(1);
   console.log(`refresh grant, ${chains} concurrent chains, ${seconds}s, ${os.cpus().length} cores`);
   console.log(`kiwi-id /oauth2/token   ${(lat.length / elapsed).toFixed(0).padStart(6)} req/s   p50 ${pct(50)} ms   p99 ${pct(99)} ms`);
+  // Per core: requests per CPU-second of the issuer's process (client load excluded).
+  console.log(`issuer CPU ${((cpu / lat.length) * 1e6).toFixed(0)} µs/request = ${(lat.length / cpu).toFixed(0)} requests/s per core (process at ${((100 * cpu) / elapsed).toFixed(0)} % of a core)`);
 } finally {
   await pool.close();
   child.kill();
