@@ -115,11 +115,23 @@ test('RFC 7592: read, update (registration access token rotated), delete', async
   assert.equal(updated.client_name, 'Kiwi Tasks 2');
   assert.notEqual(updated.registration_access_token, rat, 'rotated');
   assert.equal((await h.http(uri, { headers: bearer(rat!) })).status, 401, 'the old registration access token is dead');
-  // Only a hash of the secret is kept, so an update cannot repeat it (README says so); nothing changes.
-  const withSecret = await h.http(uri, { method: 'PUT', ...json({ client_id: id, client_secret: secret, redirect_uris: ['https://tasks.kiwi.test/cb3'] }, bearer(updated.registration_access_token)) });
-  assert.equal(withSecret.status, 400);
-  assert.equal(JSON.parse(withSecret.text).error, 'invalid_request');
-  // The secret handed out at registration keeps working after the update.
+  // RFC 7592 §2.2: an update may repeat the client_secret; it must match the issued one (only its hash is kept).
+  const wrongSecret = await h.http(uri, { method: 'PUT', ...json({ client_id: id, client_secret: 'not-the-secret', redirect_uris: ['https://tasks.kiwi.test/cb3'] }, bearer(updated.registration_access_token)) });
+  assert.equal(wrongSecret.status, 400, wrongSecret.text);
+  assert.equal(JSON.parse(wrongSecret.text).error, 'invalid_request');
+  const wrongSecretNoToken = await h.http(uri, { method: 'PUT', ...json({ client_id: id, client_secret: secret, redirect_uris: ['https://tasks.kiwi.test/cb3'] }, bearer('not-a-token')) });
+  assert.equal(wrongSecretNoToken.status, 401, 'the registration access token is checked whatever the body says');
+  const withSecret = await h.http(uri, { method: 'PUT', ...json({ client_id: id, client_secret: secret, client_name: 'Kiwi Tasks 3', redirect_uris: ['https://tasks.kiwi.test/cb3'] }, bearer(updated.registration_access_token)) });
+  assert.equal(withSecret.status, 200, withSecret.text);
+  const third = JSON.parse(withSecret.text);
+  assert.equal(third.client_name, 'Kiwi Tasks 3');
+  assert.deepEqual(third.redirect_uris, ['https://tasks.kiwi.test/cb3']);
+  assert.equal(third.client_secret, undefined, 'neither the secret nor its hash is echoed');
+  assert.ok(verifySecret(secret!, String((await h.store.find(REGISTERED_CLIENT_MODEL, id!))?.payload.client_secret)), 'the stored secret is unchanged');
+  const huge = await h.http(uri, { method: 'PUT', ...json({ client_id: id, client_name: 'x'.repeat(60_000), redirect_uris: ['https://tasks.kiwi.test/cb3'] }, bearer(third.registration_access_token)) });
+  assert.equal(huge.status, 400, 'a body over oidc-provider\'s 56 KiB limit is refused, as without the secret check');
+  assert.equal(JSON.parse(huge.text).error, 'invalid_request', huge.text);
+  // The secret handed out at registration keeps working after the updates.
   const ok = await h.http('/oauth2/token', form({ grant_type: 'client_credentials' }, { authorization: 'Basic ' + Buffer.from(`${id}:${secret}`).toString('base64') }));
   assert.equal(JSON.parse(ok.text).error, 'unauthorized_client', `authenticated; the grant is not registered: ${ok.text}`);
 
@@ -127,7 +139,7 @@ test('RFC 7592: read, update (registration access token rotated), delete', async
   const other = (await register({ redirect_uris: ['https://other.kiwi.test/cb'] })).clientMetadata() as Record<string, string>;
   assert.equal((await h.http(uri, { method: 'DELETE', headers: bearer(other.registration_access_token!) })).status, 401);
 
-  const del = await h.http(uri, { method: 'DELETE', headers: bearer(updated.registration_access_token) });
+  const del = await h.http(uri, { method: 'DELETE', headers: bearer(third.registration_access_token) });
   assert.equal(del.status, 204);
   assert.equal(await h.store.find(REGISTERED_CLIENT_MODEL, id!), undefined);
   const gone = await h.http('/oauth2/token', form({ grant_type: 'client_credentials' }, { authorization: 'Basic ' + Buffer.from(`${id}:${secret}`).toString('base64') }));

@@ -26,6 +26,7 @@ import { SessionWatch } from './logout/session-watch.js';
 import { INTERACTION_PREFIX, isIssuerPath, LOGIN_CALLBACK, PATHS } from './paths.js';
 import { adapterClass } from './persistence.js';
 import { correctResponses } from './responses.js';
+import { acceptRepeatedClientSecret } from './registration-update.js';
 
 export { INTERACTION_PREFIX, isIssuerPath, LOGIN_CALLBACK, PATHS } from './paths.js';
 
@@ -136,7 +137,10 @@ export function createIssuer(o: IssuerOptions): Issuer {
   adaptModels(provider, backchannel);
   reportEvents(provider, o.log, o.countEvent);
   sessions.start(o.sessionCheckIntervalMs ?? 5000);
-  if (o.registrationToken) o.log.info({ endpoint: PATHS.registration }, 'dynamic client registration is on (registration_token set)');
+  if (o.registrationToken) {
+    acceptRepeatedClientSecret(provider, registered);
+    o.log.info({ endpoint: PATHS.registration }, 'dynamic client registration is on (registration_token set)');
+  }
   if (o.login?.endSession) {
     const endSession = o.login.endSession.bind(o.login);
     provider.on('end_session.success', (ctx: KoaContextWithOIDC) => endSession(ctx.req, ctx.res));
