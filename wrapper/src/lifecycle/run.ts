@@ -16,6 +16,7 @@ import { backchannelAgent } from '../oidc/logout/backchannel.js';
 import { registrationToken } from '../config/issuer.js';
 import { KanidmLogin } from '../oidc/login/kanidm.js';
 import { AuthRateLimit } from '../server/auth-rate-limit.js';
+import { SqliteAttemptLog } from '../state/sign-in-attempts.js';
 import { FrontDoor } from '../server/front-door.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { UpstreamProxy } from '../server/proxy.js';
@@ -152,7 +153,12 @@ export async function serveListener(
     isHealthy: () => upstream.healthy,
     log: childLogger(log, 'proxy'),
   });
-  const signInLimit = new AuthRateLimit({ limit: cfg.auth_rate_limit, log: childLogger(log, 'rate-limit') });
+  // One budget per address across worker processes and restarts (see state/sign-in-attempts.ts).
+  const signInLimit = new AuthRateLimit({
+    limit: cfg.auth_rate_limit,
+    attempts: new SqliteAttemptLog({ dataDir: cfg.data_dir }),
+    log: childLogger(log, 'rate-limit'),
+  });
   const frontDoor = new FrontDoor({
     host: cfg.listen_host,
     port: cfg.listen_port,

@@ -8,8 +8,13 @@
 // password, TOTP, backup-code and passkey/security-key steps, and the
 // authentication API (/v1/auth, one step per request). A full password + TOTP
 // sign-in through the UI is three attempts.
+//
+// The attempts themselves are kept in an AttemptLog (state/sign-in-attempts.ts)
+// that all worker processes share, so the budget is per address, not per
+// process.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import type { AttemptLog } from '../state/sign-in-attempts.js';
 import { sendErrorPage } from './error-page.js';
 
 export const AUTH_WINDOW_MS = 5 * 60_000;
@@ -19,6 +24,8 @@ const SWEEP_MS = 60_000;
 export interface AuthRateLimitOptions {
   /** Attempts per address per window; 0 turns the limit off. */
   limit: number;
+  /** Where attempts are counted (closed with the limiter). */
+  attempts: AttemptLog;
   windowMs?: number;
   now?: () => number;
   log?: Logger;
@@ -31,8 +38,6 @@ export function isCredentialStep(method: string | undefined, pathname: string): 
 }
 
 export class AuthRateLimit {
-  /** Attempt times per address, oldest first, at most `limit` kept. */
-  private readonly attempts = new Map<string, number[]>();
   private readonly windowMs: number;
   private readonly now: () => number;
   private readonly sweeper: NodeJS.Timeout;
@@ -47,14 +52,8 @@ export class AuthRateLimit {
   take(address: string): number {
     if (this.o.limit <= 0) return 0;
     const now = this.now();
-    const times = (this.attempts.get(address) ?? []).filter((t) => now - t < this.windowMs);
-    if (times.length >= this.o.limit) {
-      this.attempts.set(address, times);
-      return Math.max(1, Math.ceil((times[0]! + this.windowMs - now) / 1000));
-    }
-    times.push(now);
-    this.attempts.set(address, times);
-    return 0;
+    const oldest = this.o.attempts.take(address, now, this.windowMs, this.o.limit);
+    return oldest === null ? 0 : Math.max(1, Math.ceil((oldest + this.windowMs - now) / 1000));
   }
 
   /** Front-door guard: answers 429 (and returns true) when the address is over its limit. */
@@ -75,14 +74,17 @@ export class AuthRateLimit {
   }
 
   private sweep(): void {
-    const now = this.now();
-    for (const [address, times] of this.attempts) {
-      if (times.every((t) => now - t >= this.windowMs)) this.attempts.delete(address);
+    try {
+      this.o.attempts.sweep(this.now() - this.windowMs);
+    } catch (err) {
+      // A busy or unwritable file is retried at the next sweep; never a crash.
+      this.o.log?.warn({ err_message: (err as Error).message }, 'sign-in attempts sweep failed');
     }
   }
 
   close(): void {
     clearInterval(this.sweeper);
+    this.o.attempts.close();
   }
 }
 
