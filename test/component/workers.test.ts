@@ -13,9 +13,10 @@ import { Agent, request } from 'undici';
 import { form } from './harness/issuer.js';
 import { WrapperProcess } from './harness/wrapper-process.js';
 
+const SIGN_IN_LIMIT = 6;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-cluster-'));
 const w = new WrapperProcess(root, [process.execPath, '--import', 'tsx', path.resolve('wrapper/src/cli/main.ts')], process.env, {
-  extraConfig: ['workers = 2'],
+  extraConfig: ['workers = 2', `auth_rate_limit = ${SIGN_IN_LIMIT}`],
 });
 before(async () => {
   await w.start();
@@ -52,10 +53,10 @@ const workerPids = (): number[] => {
 const lastUpstreamPid = () => w.lines().filter((l) => l.msg === 'upstream started').at(-1)!.pid as number;
 
 /** One request on a connection of its own (the cluster hands out connections, not requests). */
-async function fresh(p: string): Promise<{ status: number; text: string }> {
+async function fresh(p: string, method: 'GET' | 'POST' = 'GET'): Promise<{ status: number; text: string }> {
   const agent = new Agent({ connect: { ca: fs.readFileSync(w.caPath) } });
   try {
-    const res = await request(w.base + p, { dispatcher: agent });
+    const res = await request(w.base + p, { dispatcher: agent, method, body: method === 'POST' ? '{}' : undefined });
     return { status: res.statusCode, text: await res.body.text() };
   } finally {
     await agent.close();
@@ -79,6 +80,16 @@ test('/metrics adds up every worker and includes the primary\'s own metrics once
   assert.equal(count(metrics) - before, 10, 'requests of both workers are summed');
   assert.equal(metrics.match(/^kiwi_upstream_healthy /gm)?.length, 1);
   assert.match(metrics, /^kiwi_upstream_healthy 1$/m);
+});
+
+test('auth_rate_limit is one budget per address for both workers', async () => {
+  const attempts: number[] = [];
+  for (let i = 0; i < SIGN_IN_LIMIT * 2; i++) attempts.push((await fresh('/v1/auth', 'POST')).status);
+  assert.equal(attempts.filter((s) => s !== 429).length, SIGN_IN_LIMIT, `statuses: ${attempts}`);
+  assert.deepEqual(attempts.slice(SIGN_IN_LIMIT), Array(SIGN_IN_LIMIT).fill(429), 'every attempt past the limit is refused');
+  // Both workers took attempts (connections are spread over them), so the count was shared, not per process.
+  const takers = new Set(w.lines().filter((l) => l.msg === 'request' && l.url === '/v1/auth').map((l) => l.pid));
+  assert.equal(takers.size, 2, 'both workers answered sign-in attempts');
 });
 
 test('the issuer\'s state is shared: a token from one worker is counted by the primary', async () => {
