@@ -17,6 +17,7 @@
 // and nginx are measured again in each, so every phase is side by side.
 //
 //   npm run bench:proxy -- [seconds=5] [connections=32] [rounds=3] [workers=1,2]
+//   KIWI_PROF=DIR adds a --cpu-prof of the wrapper (its primary with workers > 1).
 // Needs: wrk and nginx (apt-get install wrk nginx-light), the pinned Kanidm
 // (scripts/install-upstream --prefix .kiwi-dev/upstream), a built wrapper
 // (npm run build; the npm script does it).
@@ -198,7 +199,9 @@ async function initKiwi(node: KiwiNode): Promise<void> {
 async function runKiwi(node: KiwiNode, workers: number): Promise<ChildProcess> {
   fs.writeFileSync(node.config, fs.readFileSync(node.config, 'utf8').replace(/^workers = .*\n/m, '') + `workers = ${workers}\n`);
   const out = fs.openSync(path.join(node.root, 'kiwi-id.out'), 'a', 0o600);
-  const child = spawn(process.execPath, [path.join(REPO, 'wrapper/bin/kiwi-id.js'), '-c', node.config, 'run'], {
+  // KIWI_PROF=DIR: the wrapper writes a --cpu-prof profile there when it stops (NODE_OPTIONS refuses --cpu-prof).
+  const prof = process.env.KIWI_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.KIWI_PROF}`] : [];
+  const child = spawn(process.execPath, [...prof, path.join(REPO, 'wrapper/bin/kiwi-id.js'), '-c', node.config, 'run'], {
     stdio: ['ignore', out, out],
     env: { ...process.env, HOME: path.join(node.root, 'cli-home') },
   });
