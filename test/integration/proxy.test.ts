@@ -7,10 +7,12 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomInt } from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
 import { Agent, request } from 'undici';
 import { HttpBrowser } from './harness/http-browser.js';
 import { enrolAtResetPage, KanidmApi, signInAtKanidmUi } from './harness/kanidm-api.js';
-import { KiwiNode } from './harness/kiwi-node.js';
+import { KiwiNode, UPSTREAM_PREFIX } from './harness/kiwi-node.js';
 
 const node = new KiwiNode({ name: 'proxy' });
 let direct: Agent;
@@ -200,4 +202,33 @@ test("Kanidm's audit log names the address the wrapper saw, never one the client
   } finally {
     await claimant.close();
   }
+});
+
+test("`kiwi-id kanidm` keeps this instance's login tokens apart: logins to other Kanidms in the user's token cache do not make `-D idm_admin` ambiguous", async () => {
+  await node.loginIdmAdmin();
+  const ownDir = path.join(node.cliHome, '.cache/kiwi-id/kanidm-tokens');
+  const own = fs.readdirSync(ownDir);
+  assert.equal(own.length, 1, 'one token file for this config');
+  assert.equal(fs.statSync(path.join(ownDir, own[0]!)).mode & 0o777, 0o600);
+  const store = JSON.parse(fs.readFileSync(path.join(ownDir, own[0]!), 'utf8'));
+  const tokens = store.instances[''].tokens as Record<string, string>;
+  assert.deepEqual(Object.keys(tokens).map((spn) => spn.split('@')[0]), ['idm_admin']);
+
+  // Kanidm's default cache of the same user holds idm_admin of two other domains,
+  // as logging in to two other Kanidms leaves it.
+  const token = Object.values(tokens)[0]!;
+  store.instances[''].tokens = { 'idm_admin@one.example': token, 'idm_admin@two.example': token };
+  fs.writeFileSync(path.join(node.cliHome, '.cache/kanidm_tokens'), JSON.stringify(store), { mode: 0o600 });
+  // Control: Kanidm's CLI on that cache cannot tell which idm_admin is meant.
+  const bare = await execa(path.join(UPSTREAM_PREFIX, 'bin/kanidm'), ['person', 'list', '-D', 'idm_admin'], {
+    env: { HOME: node.cliHome, KANIDM_URL: node.upstreamUrl, KANIDM_CA_PATH: node.upstreamCaPath },
+    reject: false,
+    stdin: 'ignore',
+    timeout: 60_000,
+  });
+  assert.notEqual(bare.exitCode, 0);
+  assert.match(bare.stderr + bare.stdout, /Multiple authentication tokens/);
+
+  const listed = await node.kanidm(['person', 'list']);
+  assert.equal(listed.exitCode, 0, listed.stderr);
 });

@@ -49,7 +49,8 @@ export class KiwiNode {
   base = '';
   child: ChildProcess | undefined;
   dispatcher: Agent | undefined;
-  private readonly cliHome: string;
+  /** HOME of the `kiwi-id` commands this node runs (the Kanidm CLI keeps its tokens below it). */
+  readonly cliHome: string;
 
   constructor(readonly o: KiwiNodeOptions = {}) {
     this.root = fs.mkdtempSync(path.join(os.tmpdir(), `kiwi-it-${o.name ?? 'node'}-`));

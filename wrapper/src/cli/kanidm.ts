@@ -1,14 +1,41 @@
 // `kiwi-id kanidm …` (Kanidm's own CLI against the local Kanidm) and
 // `kiwi-id reset-link NAME` (a credential-reset link a person can open).
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { execa } from 'execa';
 import type { KiwiConfig } from '../config/config.js';
 
+/**
+ * Where Kanidm's CLI keeps this instance's login tokens. By default it keeps
+ * one file per user for every Kanidm it ever logged in to, and once it holds
+ * `idm_admin@` of two domains (another Kiwi ID, a test, a second domain) a
+ * bare `-D idm_admin` stops and asks which one, which fails without a
+ * terminal. One file per Kiwi ID config (~/.cache/kiwi-id/kanidm-tokens/…,
+ * 0700 directory; Kanidm writes the file 0600) keeps the instances apart. An
+ * operator's own KANIDM_TOKEN_CACHE_PATH wins; a user without a writable
+ * cache directory gets Kanidm's default (undefined here).
+ */
+export function tokenCachePath(cfg: Pick<KiwiConfig, 'config_file'>, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.KANIDM_TOKEN_CACHE_PATH) return env.KANIDM_TOKEN_CACHE_PATH;
+  const dir = join(env.XDG_CACHE_HOME || join(env.HOME || homedir(), '.cache'), 'kiwi-id', 'kanidm-tokens');
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch {
+    return undefined;
+  }
+  return join(dir, createHash('sha256').update(resolve(cfg.config_file)).digest('hex').slice(0, 16));
+}
+
 /** The environment that points Kanidm's CLI at the local Kanidm, trusting only its CA. */
 function cliEnv(cfg: KiwiConfig): NodeJS.ProcessEnv {
-  return { ...process.env, KANIDM_URL: cfg.upstream_addr, KANIDM_CA_PATH: cfg.upstream_ca };
+  const env: NodeJS.ProcessEnv = { ...process.env, KANIDM_URL: cfg.upstream_addr, KANIDM_CA_PATH: cfg.upstream_ca };
+  const tokens = tokenCachePath(cfg);
+  if (tokens) env.KANIDM_TOKEN_CACHE_PATH = tokens;
+  return env;
 }
 
 function requireCli(cfg: KiwiConfig): void {
