@@ -81,6 +81,19 @@ test('level filtering and childLogger component', () => {
   assert.equal(lines[0].component, 'supervisor');
 });
 
+test('a child of a component logger replaces the component and keeps the other bindings; no key twice', () => {
+  const out = memoryStream();
+  const wrapper = createLogger({ level: 'info', destination: out, component: 'wrapper' }).child({ node_id: 'n1' });
+  childLogger(childLogger(wrapper, 'upstream'), 'proxy').info({ a: 1 }, 'line');
+  const text = out.text().trim();
+  assert.equal(text.match(/"component":/g)?.length, 1, text);
+  assert.equal(text.match(/"node_id":/g)?.length, 1, text);
+  const [line] = out.lines();
+  assert.equal(line!.component, 'proxy');
+  assert.equal(line!.node_id, 'n1');
+  assert.equal(line!.a, 1);
+});
+
 test('logDir also writes a redacted kiwi-id.log with mode 0640', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-log-'));
   const oldUmask = process.umask(0o022);

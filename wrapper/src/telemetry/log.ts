@@ -42,6 +42,8 @@ function censor(value: unknown, fieldPath: string[]): unknown {
 
 /** Where a logger's lines go: the sync fd destinations it opened, or the caller's stream. */
 const SINKS = Symbol('kiwi.logSinks');
+/** The logger createLogger made, for childLogger. */
+const ROOT = Symbol('kiwi.rootLogger');
 type Sink = DestinationStream & { fd?: number };
 
 function loggerOptions(level: LogLevel) {
@@ -65,11 +67,19 @@ export function createLogger(opts: LoggerOptions): Logger {
     sinks.length === 1 ? sinks[0]! : pino.multistream(sinks.map((s) => ({ level: opts.level, stream: s })));
   const logger = pino({ ...loggerOptions(opts.level), redact: { paths: REDACT_PATHS, censor } }, stream);
   Object.defineProperty(logger, SINKS, { value: sinks });
+  Object.defineProperty(logger, ROOT, { value: logger });
   return opts.component ? childLogger(logger, opts.component) : logger;
 }
 
+/**
+ * A logger for one part of the wrapper: the parent's bindings with
+ * `component` replaced, not added again (pino would write both keys, and a
+ * JSON line should not name a field twice). Children come from the root
+ * logger, which every descendant reaches through its prototype chain.
+ */
 export function childLogger(parent: Logger, component: string): Logger {
-  return parent.child({ component });
+  const root = (parent as unknown as Record<symbol, Logger | undefined>)[ROOT] ?? parent;
+  return root.child({ ...parent.bindings(), component });
 }
 
 // A batch stays below PIPE_BUF (4096 on Linux), so a write of it to a pipe
