@@ -11,8 +11,9 @@ import path from 'node:path';
 import { parse } from 'smol-toml';
 import pino from 'pino';
 import {
-  BLOCK_BEGIN, KanidmReplicationCoordinator, parseReplicationCertificate, renderReplicationBlock, withManagedBlock, type KanidmReplicaInfo,
+  BLOCK_BEGIN, KanidmReplicationCoordinator, parseReplicationCertificate, renderReplicationBlock, withManagedBlock,
 } from '../../wrapper/src/cluster/kanidm-replication.js';
+import type { KanidmReplicaInfo } from '../../wrapper/src/cluster/node-entry.js';
 import { ReplicaDb } from '../../wrapper/src/cluster/replica-db.js';
 import { KIND } from '../../wrapper/src/cluster/replicated-state.js';
 

@@ -13,7 +13,8 @@ import { registerUpstreamCommands } from './upstream.js';
 import { ClientsFileError, loadClients } from '../clients/clients-file.js';
 import { ConfigError, loadConfig, type KiwiConfig, type ValidateOptions } from '../config/config.js';
 import { devConfigToml, initUpstream, initWrapper, UpstreamNotInstalled, type Report } from '../lifecycle/first-boot.js';
-import { handleSignals, startWrapper } from '../lifecycle/run.js';
+import { startWrapper } from '../lifecycle/run.js';
+import { handleSignals } from '../lifecycle/running.js';
 import { SqliteStateStore, STATE_DB_FILE } from '../state/store.js';
 import { readPin } from '../upstream/pin.js';
 

@@ -22,21 +22,12 @@ import { CLIENT_ISSUANCE, Quorum, voteHandler } from './modes/strict.js';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import { clusterPaths, consumeJoinToken, issueNodeCertificate, loadNodeIdentity, type NodeIdentity } from './pki.js';
 import { ReplicaDb, type DeltaItem } from './replica-db.js';
-import { KanidmReplicationCoordinator, type KanidmControl, type KanidmReplicaInfo } from './kanidm-replication.js';
+import { KanidmReplicationCoordinator, type KanidmControl } from './kanidm-replication.js';
+import type { NodeEntry } from './node-entry.js';
 import { ClusterStateStore, KIND, defineKinds, type ReplicaTarget } from './replicated-state.js';
 import { ClusterClient, ClusterServer, HttpError, PATHS, type JoinRequest } from './transport.js';
 
 export { registerModel, classifyModel } from './replicated-state.js';
-
-export interface NodeEntry {
-  node_id: string;
-  gossip_url: string;
-  issuer: string;
-  mode: string;
-  started_at: number;
-  /** Kanidm replication: its origin, identity certificate and partners (kanidm-replication.ts). */
-  kanidm?: KanidmReplicaInfo | null;
-}
 
 export interface ClusterNodeOptions {
   config: ClusterConfig;

@@ -20,17 +20,8 @@ import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { replaceFileAtomic } from '../files/atomic-file.js';
 import { KIND } from './replicated-state.js';
-import type { NodeEntry } from './index.js';
+import type { KanidmReplicaInfo, NodeEntry } from './node-entry.js';
 import type { ReplicaDb } from './replica-db.js';
-
-export interface KanidmReplicaInfo {
-  /** `repl://host:port`, where partners reach this node's Kanidm replication listener. */
-  origin: string;
-  /** Base64 DER of Kanidm's replication identity certificate (as printed by Kanidm). */
-  certificate: string;
-  /** Node ids this node's Kanidm is configured to replicate with. */
-  partners: string[];
-}
 
 export interface Partner {
   origin: string;

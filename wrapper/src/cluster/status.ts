@@ -6,7 +6,7 @@ import { peerHost } from '../config/cluster.js';
 import { clusterPaths } from './pki.js';
 import { CLUSTER_DB_FILE, ReplicaDb } from './replica-db.js';
 import { KIND, defineKinds } from './replicated-state.js';
-import type { NodeEntry } from './index.js';
+import type { NodeEntry } from './node-entry.js';
 
 export interface StatusReport {
   node_id: string;

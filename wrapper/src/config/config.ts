@@ -11,19 +11,9 @@ import { CLIENTS_REGISTRATION_KEYS, parseIssuerSettings, type IssuerSettings } f
 import { LOG_LEVELS, type LogLevel } from '../telemetry/log.js';
 import { checkFederationFiles, FederationKeyError, parseFederation, type FederationConfig } from './federation.js';
 import { CLUSTER_TOP_KEYS, parseClusterConfig, type ClusterConfig } from './cluster.js';
+import { ConfigError } from './config-error.js';
 
-export class ConfigError extends Error {
-  readonly file: string;
-  /** Offending key ("tls_key", "[tokens].foo"); undefined for whole-file problems. */
-  readonly key: string | undefined;
-
-  constructor(file: string, key: string | undefined, problem: string) {
-    super(key === undefined ? `${file}: ${problem}` : `${file}: ${key}: ${problem}`);
-    this.name = 'ConfigError';
-    this.file = file;
-    this.key = key;
-  }
-}
+export { ConfigError } from './config-error.js';
 
 export interface TokenTtls {
   /** All values in seconds, as written in the file. */

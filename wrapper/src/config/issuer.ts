@@ -8,7 +8,7 @@
 // the file and the key like every other config problem.
 import fs from 'node:fs';
 import path from 'node:path';
-import { ConfigError } from './config.js';
+import { ConfigError } from './config-error.js';
 import { readSecretFile } from '../files/secret-file.js';
 import { parseDuration } from './duration.js';
 import { isTable, tomlType, type Table } from './toml-types.js';

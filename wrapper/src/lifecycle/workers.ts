@@ -27,7 +27,9 @@ import { SqliteStateStore } from '../state/store.js';
 import { createLogger } from '../telemetry/log.js';
 import { createMetrics } from '../telemetry/metrics.js';
 import { verifyPinned } from '../upstream/pin.js';
-import { createSupervisor, keepState, serveListener, type Running } from './run.js';
+import { serveListener } from './listener.js';
+import type { Running } from './running.js';
+import { createSupervisor, keepState } from './upkeep.js';
 
 /** Messages between the primary and its workers (all carry `kiwi` so other IPC users are left alone). */
 type Message =
