@@ -18,6 +18,7 @@ import type { FederationConfig, UpstreamIdp } from '../config/federation.js';
 import type { InteractionDetails, IssuerExtension, IssuerParts } from '../oidc/extension.js';
 import { storeInteractionResult } from '../oidc/interactions/login-callback.js';
 import { sendErrorPage } from '../server/error-page.js';
+import { readBody } from '../server/read-body.js';
 import type { StateStore } from '../state/store.js';
 import { DirectoryError, personClaims, type Person, type PersonDirectory } from './directory.js';
 import { LinkConflictError, type FederatedLink, type LinkStore } from './links.js';
@@ -81,14 +82,8 @@ function html(res: ServerResponse, status: number, body: string): void {
 
 async function readForm(req: IncomingMessage, limit = 16_384): Promise<URLSearchParams | undefined> {
   if (!/^application\/x-www-form-urlencoded\b/i.test(String(req.headers['content-type'] ?? ''))) return undefined;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of req) {
-    size += (c as Buffer).length;
-    if (size > limit) return undefined;
-    chunks.push(c as Buffer);
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  const body = await readBody(req, limit);
+  return body === null ? undefined : new URLSearchParams(body.toString('utf8'));
 }
 
 /** A Kiwi ID session whose sign-in went through Kanidm (not federated) within the window. */

@@ -16,6 +16,7 @@ import type { IncomingMessage } from 'node:http';
 import type Provider from 'oidc-provider';
 import type { RegisteredClients } from '../clients/registered-clients.js';
 import { verifySecret } from '../clients/clients-file.js';
+import { readBody } from '../server/read-body.js';
 import { PATHS } from './paths.js';
 
 /** oidc-provider's own limit for JSON bodies (selective_body.js). */
@@ -37,7 +38,7 @@ export function acceptRepeatedClientSecret(provider: Provider, registered: Regis
 
 /** False when the request was answered here (a body over the limit). */
 async function dropMatchingSecret(ctx: KoaContext, registered: RegisteredClients, clientId: string): Promise<boolean> {
-  const raw = await readBounded(ctx.req);
+  const raw = await readBody(ctx.req, BODY_LIMIT);
   if (raw === null) {
     // oidc-provider's own answer to a body over its limit.
     ctx.status = 400;
@@ -59,18 +60,6 @@ async function dropMatchingSecret(ctx: KoaContext, registered: RegisteredClients
 async function secretMatches(registered: RegisteredClients, clientId: string, secret: string): Promise<boolean> {
   const stored = (await registered.find(clientId))?.metadata.client_secret;
   return typeof stored === 'string' && verifySecret(secret, stored);
-}
-
-/** The whole body, or null past the limit. */
-async function readBounded(req: IncomingMessage): Promise<Buffer | null> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > BODY_LIMIT) return null;
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
 }
 
 function parseObject(raw: Buffer): Record<string, unknown> | null {
