@@ -8,12 +8,11 @@ import { Command } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
 import { replaceFileAtomic } from '../files/atomic-file.js';
-import type { KiwiConfig, ValidateOptions } from '../config/config.js';
+import { adminPasswordFile, type KiwiConfig, type ValidateOptions } from '../config/config.js';
 import { clusterPaths, createClusterCa, createJoinToken, decodeJoinToken, issueNodeCertificate, newNodeKey, writeNodeIdentity } from '../cluster/pki.js';
 import { formatStatus, readStatus } from '../cluster/status.js';
 import { requestJoin } from '../cluster/transport.js';
 import { SUPPLIER_FILE } from '../cluster/index.js';
-import { adminPasswordFile } from '../lifecycle/first-boot.js';
 import { parseDuration } from '../config/duration.js';
 
 function fail(code: number, message: string): never {

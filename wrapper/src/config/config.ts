@@ -382,3 +382,11 @@ export function loadConfig(file: string, opts?: ValidateOptions): KiwiConfig {
   }
   return validateConfig(raw, file, opts);
 }
+
+/**
+ * Files holding Kanidm's recovered admin passwords: root-only, next to
+ * config.toml. First boot writes them; a joining cluster node receives them.
+ */
+export function adminPasswordFile(cfg: Pick<KiwiConfig, 'config_file'>, account: 'idm_admin' | 'admin'): string {
+  return path.join(path.dirname(cfg.config_file), `${account}.password`);
+}

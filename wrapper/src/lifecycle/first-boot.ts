@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import type { KiwiConfig } from '../config/config.js';
+import { adminPasswordFile, type KiwiConfig } from '../config/config.js';
 import { ensureParentDir, generateSigningKeyPair, writeNewFilesAtomic } from '../crypto/keys.js';
 import { verifyPinned } from '../upstream/pin.js';
 import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
@@ -97,11 +97,6 @@ export async function initWrapper(cfg: KiwiConfig): Promise<Report> {
 export function upstreamTlsPaths(cfg: KiwiConfig) {
   const dir = path.join(path.dirname(cfg.upstream_config), 'tls');
   return { ca: cfg.upstream_ca, chain: path.join(dir, 'chain.pem'), key: path.join(dir, 'key.pem') };
-}
-
-/** Files holding the recovered admin passwords: root-only, next to config.toml. */
-export function adminPasswordFile(cfg: KiwiConfig, account: 'idm_admin' | 'admin'): string {
-  return path.join(path.dirname(cfg.config_file), `${account}.password`);
 }
 
 /** Kanidm's `domain`: the public issuer host. WebAuthn needs a name, not an address. */
