@@ -1,11 +1,10 @@
-// Drives `client ...` in-process: a fresh Command per run with exitOverride and captured output.
+// `kiwi-id client ...` driven in-process (harness/client-cli.ts).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Command, CommanderError } from 'commander';
-import { registerClientCommands } from '../../wrapper/src/cli/client.js';
+import { runClientCli } from './harness/client-cli.js';
 import { loadClients, verifySecret } from '../../wrapper/src/clients/clients-file.js';
 
 let dir: string;
@@ -17,37 +16,7 @@ before(() => {
 });
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function run(...args: string[]): Promise<Result> {
-  let stdout = '';
-  let stderr = '';
-  const program = new Command('kiwi-id')
-    .exitOverride()
-    .configureOutput({ writeOut: (s) => void (stdout += s), writeErr: (s) => void (stderr += s) });
-  registerClientCommands(program, () => file, (err) => {
-    throw err;
-  });
-  // Belt and braces: anything written straight to process.stdout is captured too.
-  const realWrite = process.stdout.write;
-  process.stdout.write = ((chunk: string | Uint8Array) => {
-    stdout += String(chunk);
-    return true;
-  }) as typeof process.stdout.write;
-  try {
-    await program.parseAsync(['client', ...args], { from: 'user' });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    if (!(e instanceof CommanderError)) throw e;
-    return { code: e.exitCode, stdout, stderr };
-  } finally {
-    process.stdout.write = realWrite;
-  }
-}
+const run = (...args: string[]) => runClientCli(file, ...args);
 
 function secretFrom(stdout: string): string {
   const m = /^client_secret: (\S+)$/m.exec(stdout);

@@ -5,8 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Command, CommanderError } from 'commander';
-import { registerClientCommands } from '../../wrapper/src/cli/client.js';
+import { runClientCli } from './harness/client-cli.js';
 import { clientMetadata } from '../../wrapper/src/clients/clients-source.js';
 import { ClientError, DEVICE_CODE_GRANT, formatClients, loadClients, parseClients, validateClient } from '../../wrapper/src/clients/clients-file.js';
 
@@ -43,19 +42,7 @@ test('backchannel_logout_uri, require_pushed_authorization_requests, dpop_bound_
   rejects({ client_id: 'svc', grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', require_pushed_authorization_requests: true }, 'require_pushed_authorization_requests', /authorization_code/);
 });
 
-async function cli(file: string, ...args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const program = new Command('kiwi-id').exitOverride().configureOutput({ writeOut: (s) => void (stdout += s), writeErr: (s) => void (stderr += s) });
-  registerClientCommands(program, () => file, (err) => { throw err; });
-  try {
-    await program.parseAsync(['client', ...args], { from: 'user' });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    if (!(e instanceof CommanderError)) throw e;
-    return { code: e.exitCode, stdout, stderr };
-  }
-}
+const cli = runClientCli;
 
 test('kiwi-id client add/update: --grant device_code, --backchannel-logout-uri, --require-par, --dpop', async () => {
   const file = path.join(dir, 'clients.toml');
