@@ -1,7 +1,7 @@
 // BatchedLog: the hot-path info lines (request lines, Kanidm's output) have
 // the parent logger's shape and destinations, reach an fd destination once
 // the event-loop turn ends (or at flush), and reach a stream destination at once.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -11,12 +11,18 @@ import { BatchedLog, childLogger, createLogger } from '../../wrapper/src/telemet
 
 const turn = () => new Promise((r) => setImmediate(r));
 
-test('lines to an fd destination are written together after the turn, in order, shaped like the parent\'s', async (t) => {
+/** A log file of the test's own and its fd (an fd destination, as stdout and log_dir are); both gone afterwards. */
+function logFile(t: TestContext): { file: string; fd: number } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-batched-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'out.log');
   const fd = fs.openSync(file, 'a');
   t.after(() => fs.closeSync(fd));
+  return { file, fd };
+}
+
+test('lines to an fd destination are written together after the turn, in order, shaped like the parent\'s', async (t) => {
+  const { file, fd } = logFile(t);
   const parent = childLogger(createLogger({ level: 'info', destination: pino.destination({ dest: fd, sync: true }), component: 'wrapper' }), 'http');
   const log = new BatchedLog(parent);
   for (let i = 0; i < 500; i++) log.info({ n: i, url: '/x' }, 'request');
@@ -37,11 +43,7 @@ test('lines to an fd destination are written together after the turn, in order, 
 });
 
 test('close() writes what is gathered; nothing below the parent\'s level is written', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-batched-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const file = path.join(dir, 'out.log');
-  const fd = fs.openSync(file, 'a');
-  t.after(() => fs.closeSync(fd));
+  const { file, fd } = logFile(t);
   const log = new BatchedLog(createLogger({ level: 'info', destination: pino.destination({ dest: fd, sync: true }) }));
   log.info({ upstream_line: 'one' }, 'upstream output');
   log.close();
