@@ -7,9 +7,8 @@
 // random `epoch` tells peers when a replica was wiped and they must resend everything.
 
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { openSqliteFile } from '../state/sqlite-file.js';
 import { HybridClock, hlcWall } from './hlc.js';
 import { EMPTY, canonical, checkState, isPresent, merge, remove, set, valueOf, type KeyState, type KindPolicy } from './crdt.js';
 
@@ -78,18 +77,10 @@ export class ReplicaDb {
   constructor(o: ReplicaDbOptions) {
     this.node = o.node;
     this.now = o.now ?? Date.now;
-    fs.mkdirSync(o.dir, { recursive: true, mode: 0o700 });
-    this.file = path.resolve(o.dir, CLUSTER_DB_FILE);
-    fs.closeSync(fs.openSync(this.file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600));
-    fs.chmodSync(this.file, 0o600);
-    const db = new Database(this.file, { timeout: 5000, nativeBinding: process.env.KIWI_SQLITE_ADDON || undefined });
-    db.pragma('busy_timeout = 5000');
-    db.pragma('journal_mode = WAL');
-    // NORMAL, as state.db: in WAL mode a commit survives the process being killed (kill -9);
-    // a power cut may lose the last commits, which peers then resend after the next error or
-    // restart (every start pushes everything once).
-    db.pragma('synchronous = NORMAL');
-    migrate(db);
+    // A power cut may lose the last commits (synchronous = NORMAL, see sqlite-file.ts); peers
+    // resend them after the next error or restart (every start pushes everything once).
+    const { db, file } = openSqliteFile(o.dir, CLUSTER_DB_FILE, { migrate });
+    this.file = file;
     this.db = db;
     this.stmt = {
       get: db.prepare('SELECT kind, key, state, seq FROM entries WHERE kind = ? AND key = ?'),

@@ -7,9 +7,8 @@
 // one budget per address; it also survives a restart, so restarting the
 // service does not hand a guesser a fresh budget. Only credential
 // submissions reach it, so its writes are a few per sign-in.
-import fs from 'node:fs';
-import path from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { openSqliteFile } from './sqlite-file.js';
 
 export const SIGN_IN_ATTEMPTS_FILE = 'sign-in-attempts.db';
 
@@ -31,16 +30,13 @@ export class SqliteAttemptLog implements AttemptLog {
   private readonly sweepStmt: Database.Statement;
 
   constructor(o: { dataDir: string; busyTimeoutMs?: number }) {
-    fs.mkdirSync(o.dataDir, { recursive: true, mode: 0o700 });
-    const file = path.join(o.dataDir, SIGN_IN_ATTEMPTS_FILE);
-    // Created 0600 before SQLite opens it: addresses are personal data.
-    fs.closeSync(fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600));
-    const timeout = o.busyTimeoutMs ?? 5_000;
-    this.db = new Database(file, { timeout, nativeBinding: process.env.KIWI_SQLITE_ADDON || undefined });
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.exec(`CREATE TABLE IF NOT EXISTS attempts (address TEXT NOT NULL, at INTEGER NOT NULL);
-                  CREATE INDEX IF NOT EXISTS attempts_by_address ON attempts (address, at);`);
+    // Owner-only like every state file: addresses are personal data.
+    this.db = openSqliteFile(o.dataDir, SIGN_IN_ATTEMPTS_FILE, {
+      busyTimeoutMs: o.busyTimeoutMs,
+      migrate: (db) =>
+        db.exec(`CREATE TABLE IF NOT EXISTS attempts (address TEXT NOT NULL, at INTEGER NOT NULL);
+                 CREATE INDEX IF NOT EXISTS attempts_by_address ON attempts (address, at);`),
+    }).db;
     const forgetOld = this.db.prepare('DELETE FROM attempts WHERE address = ? AND at <= ?');
     const counted = this.db.prepare('SELECT count(*) AS n, min(at) AS oldest FROM attempts WHERE address = ?');
     const record = this.db.prepare('INSERT INTO attempts (address, at) VALUES (?, ?)');

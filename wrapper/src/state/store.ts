@@ -4,9 +4,8 @@
 // one SQLite file on this node; a future cluster store will satisfy the same interface and forward
 // `consumeOnce` to the node named in a record's `origin`, so single-use stays enforced in one place.
 
-import fs from 'node:fs';
-import path from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { openSqliteFile } from './sqlite-file.js';
 
 /** Outcome of the atomic single-use primitive. */
 export type ConsumeResult = 'consumed' | 'already_consumed' | 'not_found';
@@ -123,15 +122,6 @@ function stringField(payload: StatePayload, key: string): string | null {
   return typeof v === 'string' && v !== '' ? v : null;
 }
 
-/** Creates the file with mode 0600 before SQLite opens it, and tightens an existing one. */
-function prepareDbFile(dataDir: string): string {
-  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const file = path.join(dataDir, STATE_DB_FILE);
-  fs.closeSync(fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600));
-  fs.chmodSync(file, 0o600);
-  return file;
-}
-
 export class SqliteStateStore implements StateStore {
   readonly nodeId: string;
   /** Absolute path of the SQLite file. */
@@ -158,21 +148,9 @@ export class SqliteStateStore implements StateStore {
     this.nodeId = options.nodeId ?? 'local';
     requireKey('nodeId', this.nodeId);
     this.now = options.now ?? Date.now;
-    this.file = path.resolve(prepareDbFile(options.dataDir));
-
     const busyTimeoutMs = Math.max(0, Math.trunc(options.busyTimeoutMs ?? 5_000));
-    // The self-contained artifact ships the addon next to its bundle (lxc/, scripts/build-artifact).
-    const nativeBinding = process.env.KIWI_SQLITE_ADDON || undefined;
-    const db = new Database(this.file, { timeout: busyTimeoutMs, nativeBinding });
-    try {
-      db.pragma(`busy_timeout = ${busyTimeoutMs}`);
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
-      migrate(db);
-    } catch (err) {
-      db.close();
-      throw err;
-    }
+    const { db, file } = openSqliteFile(options.dataDir, STATE_DB_FILE, { busyTimeoutMs, migrate });
+    this.file = file;
     this.db = db;
 
     this.stmt = {
