@@ -28,6 +28,7 @@ import path from 'node:path';
 import { Agent, request } from 'undici';
 import { KiwiNode, REPO, UPSTREAM_PREFIX } from '../test/integration/harness/kiwi-node.js';
 import { freePort } from '../test/e2e/net.js';
+import { childrenOf, commOf, cpuSeconds, rssMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 5);
 const connections = Number(process.argv[3] ?? 32);
@@ -43,57 +44,6 @@ function need(bin: string, hint: string): string {
   return found;
 }
 
-// ---------------------------------------------------------------------------
-// Processes, CPU and memory from /proc
-
-function childrenOf(pid: number): number[] {
-  try {
-    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-}
-
-function commOf(pid: number): string {
-  try {
-    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '';
-  }
-}
-
-/** A process and its descendants, optionally leaving out subtrees whose command is `skip` (kanidmd under the wrapper). */
-function tree(pid: number, skip?: string): number[] {
-  const out = [pid];
-  for (const c of childrenOf(pid)) if (commOf(c) !== skip) out.push(...tree(c, skip));
-  return out;
-}
-
-/** CPU seconds (user + system) used so far by these processes. */
-function cpuSeconds(pids: number[]): number {
-  let ticks = 0;
-  for (const p of pids) {
-    try {
-      const fields = fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
-    } catch {
-      /* gone */
-    }
-  }
-  return ticks / 100; // USER_HZ
-}
-
-function rssMiB(pids: number[]): number {
-  let kb = 0;
-  for (const p of pids) {
-    try {
-      kb += Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
-    } catch {
-      /* gone */
-    }
-  }
-  return kb / 1024;
-}
 
 // ---------------------------------------------------------------------------
 // Load: wrk

@@ -13,8 +13,8 @@ import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { readFileSync } from 'node:fs';
 import { Pool } from 'undici';
+import { cpuSeconds } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 5);
 const chains = Number(process.argv[3] ?? 16);
@@ -42,12 +42,6 @@ async function refresh(rt: string): Promise<string> {
   return body.refresh_token;
 }
 
-/** CPU seconds (user + system) the server process has used so far, from /proc. */
-function serverCpuSeconds(): number {
-  const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-}
-
 async function run(durationMs: number, latencies: number[] | null) {
   const end = Date.now() + durationMs;
   await Promise.all(
@@ -65,9 +59,9 @@ try {
   await run(1000, null); // warm-up
   const lat: number[] = [];
   const start = Date.now();
-  const cpu0 = serverCpuSeconds();
+  const cpu0 = cpuSeconds([child.pid!]);
   await run(seconds * 1000, lat);
-  const cpu = serverCpuSeconds() - cpu0;
+  const cpu = cpuSeconds([child.pid!]) - cpu0;
   const elapsed = (Date.now() - start) / 1000;
   lat.sort((a, b) => a - b);
   const pct = (p: number) => lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))]!.toFixed(1);

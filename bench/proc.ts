@@ -1,0 +1,51 @@
+// Processes, CPU and memory of the benchmarked servers, from /proc.
+import fs from 'node:fs';
+
+export function childrenOf(pid: number): number[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+export function commOf(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** A process and its descendants, optionally leaving out subtrees whose command is `skip` (kanidmd under the wrapper). */
+export function tree(pid: number, skip?: string): number[] {
+  const out = [pid];
+  for (const c of childrenOf(pid)) if (commOf(c) !== skip) out.push(...tree(c, skip));
+  return out;
+}
+
+/** CPU seconds (user + system) used so far by these processes. */
+export function cpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  for (const p of pids) {
+    try {
+      const fields = fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch {
+      /* gone */
+    }
+  }
+  return ticks / 100; // USER_HZ
+}
+
+export function rssMiB(pids: number[]): number {
+  let kb = 0;
+  for (const p of pids) {
+    try {
+      kb += Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      /* gone */
+    }
+  }
+  return kb / 1024;
+}
