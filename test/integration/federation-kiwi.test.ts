@@ -18,9 +18,9 @@ import { verify } from '../../wrapper/src/crypto/verify.js';
 import { loadClientAssertionKey } from '../../wrapper/src/federation/client-key.js';
 import { launchTrusting } from '../e2e/browser.js';
 import { freePort } from '../e2e/net.js';
-import { startSampleService } from '../e2e/sample-service.js';
 import { peerHostName } from './harness/kanidm-peer.js';
 import { setPassword } from './harness/kanidm-people.js';
+import { serviceAt } from './harness/sample-service.js';
 import { KiwiNode } from './harness/kiwi-node.js';
 
 const GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -89,14 +89,7 @@ before(async () => {
   await kanidm(local)(['person', 'create', 'frank', 'Frank local']);
   frank = await uuidOf(local, 'frank');
 
-  const port = await freePort();
-  const added = await kiwi(local, ['client', 'add', 'kiwi-mail', '--redirect-uri', `https://localhost:${port}/callback`]);
-  service = await startSampleService({
-    issuer: local.base, clientId: 'kiwi-mail', clientSecret: /client_secret: (\S+)/.exec(added)![1]!, port,
-    publicKeyPem: fs.readFileSync(path.join(local.root, 'jwt-public.pem'), 'utf8'), scope: 'openid profile email groups',
-    tls: { cert: fs.readFileSync(path.join(local.root, 'tls/wrapper.crt')), key: fs.readFileSync(path.join(local.root, 'private/wrapper.key')) },
-    ca: fs.readFileSync(local.caPath),
-  });
+  ({ service } = await serviceAt(local, 'kiwi-mail'));
   browser = await launchTrusting([local.caPath, b.caPath]);
 });
 

@@ -11,10 +11,9 @@ import path from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { Agent, request } from 'undici';
 import { launchTrusting } from '../e2e/browser.js';
-import { freePort } from '../e2e/net.js';
-import { startSampleService } from '../e2e/sample-service.js';
 import { KanidmPeer } from './harness/kanidm-peer.js';
 import { setPassword } from './harness/kanidm-people.js';
+import { serviceAt } from './harness/sample-service.js';
 import { KiwiNode } from './harness/kiwi-node.js';
 
 const peer = new KanidmPeer();
@@ -73,14 +72,7 @@ before(async () => {
   people['bob-a'] = await peer.person('bob_a', PW);
   people['carol-a'] = await peer.person('carol_a', PW, 'carol@kiwi.test');
 
-  const port = await freePort();
-  const added = await cmd(local, ['client', 'add', 'kiwi-mail', '--redirect-uri', `https://localhost:${port}/callback`]);
-  service = await startSampleService({
-    issuer: local.base, clientId: 'kiwi-mail', clientSecret: /client_secret: (\S+)/.exec(added)![1]!, port,
-    publicKeyPem: fs.readFileSync(path.join(local.root, 'jwt-public.pem'), 'utf8'), scope: 'openid profile email groups',
-    tls: { cert: fs.readFileSync(path.join(local.root, 'tls/wrapper.crt')), key: fs.readFileSync(path.join(local.root, 'private/wrapper.key')) },
-    ca: fs.readFileSync(local.caPath),
-  });
+  ({ service } = await serviceAt(local, 'kiwi-mail'));
   browser = await launchTrusting([local.caPath, peer.caPath]);
 });
 

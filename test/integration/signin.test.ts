@@ -10,12 +10,11 @@ import path from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import type * as OTPAuth from 'otpauth';
 import { launchTrusting } from '../e2e/browser.js';
-import { freePort } from '../e2e/net.js';
-import { startSampleService } from '../e2e/sample-service.js';
 // Kanidm 1.11 accepts a TOTP code again within its period (it checks the
 // current and the previous step, without a used-code record), so the tests
 // need not wait for a fresh period between sign-ins.
 import { addVirtualAuthenticator, enrolPasskey, enrolPasswordAndTotp, kanidmLogin } from './harness/kanidm-ui.js';
+import { serviceAt } from './harness/sample-service.js';
 import { KiwiNode } from './harness/kiwi-node.js';
 
 // Every authorization asks Kanidm whether the sign-in is still valid (no reuse window),
@@ -44,21 +43,9 @@ async function resetLink(name: string): Promise<string> {
 }
 
 async function addService(id: string, extra: string[] = []) {
-  const port = await freePort();
-  const url = `https://localhost:${port}`;
-  const r = await node.kiwi(['client', 'add', id, '--redirect-uri', `${url}/callback`, '--post-logout-redirect-uri', `${url}/bye`, ...extra]);
-  assert.equal(r.exitCode, 0, r.stderr);
-  secrets[id] = /client_secret: (\S+)/.exec(r.stdout)![1]!;
-  services[id] = await startSampleService({
-    issuer: node.base,
-    clientId: id,
-    clientSecret: secrets[id],
-    scope: 'openid profile email groups offline_access',
-    publicKeyPem: fs.readFileSync(path.join(node.root, 'jwt-public.pem'), 'utf8'),
-    tls: { cert: fs.readFileSync(path.join(node.root, 'tls/wrapper.crt')), key: fs.readFileSync(path.join(node.root, 'private/wrapper.key')) },
-    ca: fs.readFileSync(node.caPath),
-    port,
-  });
+  const { service, secret } = await serviceAt(node, id, { scope: 'openid profile email groups offline_access', postLogout: true, clientArgs: extra });
+  secrets[id] = secret;
+  services[id] = service;
 }
 
 before(async () => {
