@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import type { BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { FederatedPair } from '../component/harness/federation.js';
 import { launchTrusting } from '../e2e/browser.js';
 import { freePort } from '../e2e/net.js';
@@ -17,7 +17,6 @@ import { startSampleService } from '../e2e/sample-service.js';
 const pair = new FederatedPair({ idpB: { default_amr: ['pwd'] } });
 let service: { url: string; close: () => Promise<void> };
 let browser: Awaited<ReturnType<typeof launchTrusting>>;
-const contexts: BrowserContext[] = [];
 const ALICE = '00000000-0000-4000-8000-0000000a11ce';
 
 before(async () => {
@@ -40,11 +39,7 @@ after(async () => {
   await pair.close();
 });
 
-async function newPage(): Promise<Page> {
-  const ctx = await browser.browser.newContext();
-  contexts.push(ctx);
-  return ctx.newPage();
-}
+const newPage = () => browser.newPage();
 
 const result = async (page: Page) => (await page.locator('#result').textContent())?.trim();
 

@@ -37,7 +37,7 @@ before(async () => {
   services.chat = await startSampleService({ ...common, clientId: 'kiwi-chat', port: ports.chat });
   services.files = await startSampleService({ ...common, clientId: 'kiwi-files', clientSecret: h.secrets['kiwi-files'], port: ports.files, scope: 'openid groups' });
   browser = await launchTrusting(h.tls.caPath);
-  page = await (await browser.browser.newContext()).newPage();
+  page = await browser.newPage();
 });
 
 after(() =>
@@ -57,9 +57,9 @@ test('the browser trusts the test CA and nothing else', async () => {
   try {
     const port = (server.address() as import('node:net').AddressInfo).port;
     // Its own page: Chromium's error page navigation would otherwise race the next test's.
-    const probe = await (await browser.browser.newContext()).newPage();
+    const probe = await browser.newPage();
     await assert.rejects(probe.goto(`https://localhost:${port}/`), /ERR_CERT_AUTHORITY_INVALID/);
-    const ok = await (await (await browser.browser.newContext()).newPage()).goto(`${h.issuer}/.well-known/openid-configuration`);
+    const ok = await (await browser.newPage()).goto(`${h.issuer}/.well-known/openid-configuration`);
     assert.equal(ok?.status(), 200);
   } finally {
     server.closeAllConnections();

@@ -6,12 +6,12 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
 /** `caFile`: one CA, or several (e.g. Kiwi ID's and an upstream IdP's), each trusted for TLS servers only. */
-export async function launchTrusting(caFile: string | readonly string[]): Promise<{ browser: Browser; close: () => Promise<void> }> {
+export async function launchTrusting(caFile: string | readonly string[]): Promise<{ browser: Browser; newPage: () => Promise<Page>; close: () => Promise<void> }> {
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-browser-home-'));
   const db = `sql:${path.join(home, '.pki/nssdb')}`;
   fs.mkdirSync(path.join(home, '.pki/nssdb'), { recursive: true });
@@ -33,6 +33,8 @@ export async function launchTrusting(caFile: string | readonly string[]): Promis
   }
   return {
     browser,
+    // A page in a context of its own: its own cookies, so a fresh visitor.
+    newPage: async () => (await browser.newContext()).newPage(),
     close: async () => {
       try {
         await browser.close();

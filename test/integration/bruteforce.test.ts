@@ -23,7 +23,7 @@ before(async () => {
   const link = (await node.kiwi(['reset-link', 'carol'])).stdout.split('\n')[0]!;
   const browser = await launchTrusting(node.caPath);
   try {
-    totp = await enrolPasswordAndTotp(await (await browser.browser.newContext()).newPage(), link, PASSWORD);
+    totp = await enrolPasswordAndTotp(await browser.newPage(), link, PASSWORD);
   } finally {
     await browser.close();
   }

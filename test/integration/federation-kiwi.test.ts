@@ -109,7 +109,7 @@ async function kanidmLogin(page: Page, user: string): Promise<void> {
 
 test('upstream B (another Kiwi ID, private_key_jwt): sign in at B, back at the service as the linked local person', async () => {
   await kiwi(local, ['federation', 'link', 'kiwi-b', erinAtB, 'frank']);
-  const page = await (await browser.browser.newContext()).newPage();
+  const page = await browser.newPage();
   await page.goto(`${service.url}/login`);
   await page.getByRole('button', { name: 'Partner Kiwi ID', exact: true }).click();
   // B sends its user to its own Kanidm; Kanidm's login page is on B's origin.
@@ -148,7 +148,7 @@ test('JWT-bearer: an access token B issued for erin, audience the local issuer, 
       redirect_uri: appCb, scope: 'openid', state, resource: local.base,
       code_challenge: await oidc.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
     });
-    const page = await (await browser.browser.newContext()).newPage();
+    const page = await browser.newPage();
     await page.goto(authz.href);
     await kanidmLogin(page, 'erin');
     await page.waitForURL((u) => u.href.startsWith(appCb));

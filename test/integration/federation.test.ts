@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { Agent, request } from 'undici';
 import { launchTrusting } from '../e2e/browser.js';
 import { KanidmPeer } from './harness/kanidm-peer.js';
@@ -20,7 +20,6 @@ const peer = new KanidmPeer();
 let local: KiwiNode;
 let service: { url: string; close: () => Promise<void> };
 let browser: Awaited<ReturnType<typeof launchTrusting>>;
-const contexts: BrowserContext[] = [];
 const PW = 'correct horse battery staple 7';
 const people: Record<string, string> = {};
 
@@ -83,11 +82,7 @@ after(async () => {
   await peer.close();
 });
 
-async function newPage(): Promise<Page> {
-  const ctx = await browser.browser.newContext();
-  contexts.push(ctx);
-  return ctx.newPage();
-}
+const newPage = () => browser.newPage();
 
 /** Kanidm's own login page (either Kanidm): user name, then password. */
 async function kanidmLogin(page: Page, user: string): Promise<void> {
