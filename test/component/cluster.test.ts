@@ -10,6 +10,8 @@ import { ClusterHarness, until } from './harness/cluster.js';
 import { ScriptedLogin } from './harness/scripted-login.js';
 import { CookieBrowser } from './harness/cookie-browser.js';
 import type { IssuerHarness } from './harness/issuer.js';
+import { readStatus } from '../../wrapper/src/cluster/status.js';
+import type { KiwiConfig } from '../../wrapper/src/config/config.js';
 
 const INTERVAL_S = 1;
 let login!: ScriptedLogin;
@@ -148,4 +150,21 @@ test('issuer_aliases: a client assertion addressed to this node\'s alias is acce
   const refused = await post('https://elsewhere.kiwi.test');
   assert.equal(refused.status, 401, refused.text);
   assert.equal(JSON.parse(refused.text).error, 'invalid_client');
+});
+
+test('a peer that only reaches us (our own rounds stopped) stays live, in `cluster status` as in the quorum\'s view', async () => {
+  const node = n1();
+  await node.cluster.gossip.stop();
+  const stoppedAt = Date.now();
+  try {
+    const onDisk = () => readStatus({ cluster: node.config(), data_dir: node.dataDir } as KiwiConfig);
+    // Only inbound exchanges can move last contact past three of our intervals after the stop.
+    await until('inbound contact recorded on disk', () =>
+      onDisk().peers.every((p) => (p.last_contact_at ?? 0) > stoppedAt + 3 * INTERVAL_S * 1000));
+    const status = onDisk();
+    assert.deepEqual(status.peers.filter((p) => p.live).map((p) => p.node_id).sort(), node.cluster.gossip.livePeers().sort());
+    assert.equal(node.cluster.gossip.livePeers().length, 2);
+  } finally {
+    node.cluster.gossip.start();
+  }
 });

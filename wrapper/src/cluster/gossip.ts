@@ -156,7 +156,12 @@ export class Gossip {
     this.o.metrics.mergedEntries.inc({ peer: env.from }, req.push.items.length);
     const since = req.pull.epoch === db.epoch ? req.pull.since : 0;
     const page = db.since(since, this.pageSize, env.from);
-    this.lastContact.set(env.from, Date.now());
+    // An inbound exchange is contact too, and it is persisted like an outbound one so that
+    // `kiwi-id cluster status` (which reads the database) and the quorum (which reads
+    // livePeers()) agree on which peers are live.
+    const now = Date.now();
+    this.lastContact.set(env.from, now);
+    db.putPeer({ ...db.peer(env.from), last_contact_at: now });
     return { epoch: db.epoch, ack: gapFree ? req.push.upto : null, pull: page };
   }
 
