@@ -53,6 +53,8 @@ function ok(r: { exitCode: number | undefined; stdout: string; stderr: string },
   return r.stdout;
 }
 
+const operatorToml: string[] = [];
+
 before(async () => {
   port = await freePort();
   const gossip = await Promise.all(ips.map(freePortOn));
@@ -86,6 +88,12 @@ before(async () => {
     n.base = `https://${HOST}:${port}`;
   }
   for (const n of nodes) await n.init();
+  // As in the appliance, Kanidm's server.toml is read-only: Kiwi ID writes the partners into
+  // its own copy (<data_dir>/cluster/kanidm-server.toml), never into this file.
+  for (const n of nodes) {
+    fs.chmodSync(n.upstreamConfig, 0o444);
+    operatorToml.push(fs.readFileSync(n.upstreamConfig, 'utf8'));
+  }
   nodes.forEach((n, i) => (n.dispatcher = agentFor(i)));
   ok(await nodes[0]!.kiwi(['cluster', 'init']), 'cluster init');
   await nodes[0]!.start();
@@ -103,9 +111,10 @@ after(async () => {
 test('Kanidm replication is configured by Kiwi ID: every node pairs with the two others, the joiners were refreshed', async () => {
   for (const [i, n] of nodes.entries()) {
     await n.until('partners configured', async () => {
-      const toml = fs.readFileSync(n.upstreamConfig, 'utf8');
+      const toml = fs.readFileSync(path.join(n.root, 'data/cluster/kanidm-server.toml'), 'utf8');
       return ips.filter((_, j) => j !== i).every((ip) => toml.includes(`[replication."repl://${ip}:`));
     }, 240_000);
+    assert.equal(fs.readFileSync(n.upstreamConfig, 'utf8'), operatorToml[i], "the operator's server.toml is left as it was");
   }
   for (const n of nodes.slice(1)) assert.ok(fs.existsSync(path.join(n.root, 'data/cluster/kanidm-refreshed')));
   const status = JSON.parse(ok(await nodes[2]!.kiwi(['cluster', 'status', '--json']), 'status'));

@@ -13,6 +13,7 @@ import pino from 'pino';
 import {
   BLOCK_BEGIN, KanidmReplicationCoordinator, parseReplicationCertificate, renderReplicationBlock, withManagedBlock,
 } from '../../wrapper/src/cluster/kanidm-replication.js';
+import { KanidmRunConfig } from '../../wrapper/src/cluster/kanidm-run-config.js';
 import type { KanidmReplicaInfo } from '../../wrapper/src/cluster/node-entry.js';
 import { ReplicaDb } from '../../wrapper/src/cluster/replica-db.js';
 import { KIND } from '../../wrapper/src/cluster/replicated-state.js';
@@ -66,14 +67,16 @@ test('the certificate is read from kanidmd show-replication-certificate output',
 test('a joining node pairs with its supplier first, refreshes once when the supplier pairs back, then pairs with everyone', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-krepl-'));
   try {
-    const serverToml = path.join(dir, 'server.toml');
-    fs.writeFileSync(serverToml, SERVER_TOML, { mode: 0o640 });
+    const base = path.join(dir, 'server.toml');
+    fs.writeFileSync(base, SERVER_TOML, { mode: 0o440 });
+    const config = new KanidmRunConfig(base, path.join(dir, 'run', 'kanidm-server.toml'));
+    const serverToml = config.path;
     const db = new ReplicaDb({ dir, node: 'n3' });
     const calls: string[] = [];
     const published: KanidmReplicaInfo[] = [];
     const entry = (id: string, kanidm: KanidmReplicaInfo) => ({ node_id: id, gossip_url: `https://${id}:1`, issuer: 'https://id', mode: 'eventual', started_at: 1, kanidm });
     const c = new KanidmReplicationCoordinator({
-      serverToml,
+      config,
       nodeId: 'n3',
       origin: 'repl://n3:8444',
       bindaddress: '127.0.0.1:8444',
@@ -110,8 +113,61 @@ test('a joining node pairs with its supplier first, refreshes once when the supp
     // Nothing changes: no restart, no second refresh.
     await c.reconcile();
     assert.equal(calls.length, 5);
+    assert.equal(fs.readFileSync(base, 'utf8'), SERVER_TOML, "the operator's file is never written");
     c.stop();
     db.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("Kanidm's run config: the operator's file (read-only) plus the managed block, composed again before each start", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-krun-'));
+  try {
+    const etc = path.join(dir, 'etc');
+    fs.mkdirSync(etc);
+    const base = path.join(etc, 'server.toml');
+    fs.writeFileSync(base, SERVER_TOML, { mode: 0o444 });
+    fs.chmodSync(etc, 0o555); // as in the appliance, where the service user cannot write there
+    const run = new KanidmRunConfig(base, path.join(dir, 'cluster', 'kanidm-server.toml'));
+    assert.equal(run.compose(), true, 'first start: the copy is written');
+    assert.equal(fs.readFileSync(run.path, 'utf8'), SERVER_TOML, 'no block yet: the operator\'s file as is');
+    assert.equal(fs.statSync(run.path).mode & 0o777, 0o400, 'read-only for Kanidm, which checks that');
+    assert.equal(run.compose(), false, 'nothing changed: nothing written');
+
+    const block = renderReplicationBlock({ origin: 'repl://a:1', bindaddress: '127.0.0.1:1', partners: [{ origin: 'repl://b:1', certificate: CERT_A, automaticRefresh: false }] });
+    assert.equal(run.compose(block), true);
+    assert.equal(run.compose(block), false);
+    assert.deepEqual(Object.keys((parse(fs.readFileSync(run.path, 'utf8')) as any).replication).sort(), ['bindaddress', 'origin', 'repl://b:1']);
+
+    // The operator fixes a value: the next start (compose() without a block) keeps the partners.
+    fs.chmodSync(etc, 0o755);
+    fs.chmodSync(base, 0o644);
+    fs.writeFileSync(base, SERVER_TOML.replace('127.0.0.1:8443', '127.0.0.1:9443'));
+    assert.equal(run.compose(), true);
+    const doc = parse(fs.readFileSync(run.path, 'utf8')) as any;
+    assert.equal(doc.bindaddress, '127.0.0.1:9443');
+    assert.equal(doc.replication['repl://b:1'].type, 'mutual-pull');
+
+    // A [replication] the operator wrote by hand is refused, the file named.
+    fs.writeFileSync(base, SERVER_TOML + '\n[replication]\norigin = "repl://x:1"\n');
+    assert.throws(() => run.compose(), (e: Error) => e.message.startsWith(`${base}: `) && /configures \[replication\] itself/.test(e.message));
+  } finally {
+    fs.chmodSync(path.join(dir, 'etc'), 0o755);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a server.toml an older Kiwi ID wrote its block into: the copy takes the block over', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-krun-'));
+  try {
+    const block = renderReplicationBlock({ origin: 'repl://a:1', bindaddress: '127.0.0.1:1', partners: [] });
+    const base = path.join(dir, 'server.toml');
+    fs.writeFileSync(base, withManagedBlock(SERVER_TOML, block));
+    const run = new KanidmRunConfig(base, path.join(dir, 'kanidm-server.toml'));
+    run.compose();
+    assert.equal((parse(fs.readFileSync(run.path, 'utf8')) as any).replication.origin, 'repl://a:1');
+    assert.equal(fs.readFileSync(run.path, 'utf8').split(BLOCK_BEGIN).length, 2, 'one block');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

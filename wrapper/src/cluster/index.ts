@@ -21,7 +21,7 @@ import { CLIENT_ISSUANCE, Quorum, voteHandler } from './modes/strict.js';
 import instance from 'oidc-provider/lib/helpers/weak_cache.js';
 import { clusterPaths, consumeJoinToken, issueNodeCertificate, loadNodeIdentity, type NodeIdentity } from './pki.js';
 import { ReplicaDb, type DeltaItem } from './replica-db.js';
-import { KanidmReplicationCoordinator, type KanidmControl } from './kanidm-replication.js';
+import { KanidmReplicationCoordinator, type KanidmControl, type ManagedConfig } from './kanidm-replication.js';
 import type { NodeEntry } from './node-entry.js';
 import { ClusterStateStore, KIND, defineKinds, type ReplicaTarget } from './replicated-state.js';
 import { ClusterClient, ClusterServer, HttpError, PATHS, type JoinRequest } from './transport.js';
@@ -266,7 +266,8 @@ export class ClusterNode {
    * Coordinates Kanidm's own replication (`[cluster] kanidm_replication`); call once Kanidm is
    * running. `serverToml` is Kanidm's config file, `control` runs its admin commands and restarts it.
    */
-  async startKanidmReplication(serverToml: string, control: KanidmControl): Promise<void> {
+  /** `config`: Kanidm's run config (kanidm-run-config.ts), where the partners are written. */
+  async startKanidmReplication(config: ManagedConfig, control: KanidmControl): Promise<void> {
     const c = this.o.config;
     if (!c.cluster.kanidm_replication) return;
     const paths = clusterPaths(this.o.dataDir);
@@ -274,7 +275,7 @@ export class ClusterNode {
     const supplier = fs.existsSync(supplierFile) ? fs.readFileSync(supplierFile, 'utf8').trim() || null : null;
     const host = c.cluster.kanidm_replication_host.includes(':') ? `[${c.cluster.kanidm_replication_host}]` : c.cluster.kanidm_replication_host;
     this.kanidm = new KanidmReplicationCoordinator({
-      serverToml,
+      config,
       nodeId: c.node_id,
       origin: `repl://${c.node_id}:${c.cluster.kanidm_replication_port}`,
       bindaddress: `${host}:${c.cluster.kanidm_replication_port}`,

@@ -8,7 +8,8 @@
 //   2. `kanidmd show-replication-certificate` is read and published in this node's entry in the
 //      gossiped map (authenticated, signed: the channel of gossip.ts);
 //   3. every node writes one `mutual-pull` partner per other node (its origin and certificate)
-//      into a block of server.toml that Kiwi ID owns, and restarts Kanidm when it changed;
+//      into a block of Kanidm's config that Kiwi ID owns (in a copy of the operator's
+//      server.toml: kanidm-run-config.ts), and restarts Kanidm when it changed;
 //   4. a node that joined the cluster first pairs with the node it joined from (its supplier,
 //      with `automatic_refresh`), waits until the supplier lists it as a partner, runs
 //      `kanidmd refresh-replication-consumer` once (its database is replaced by the supplier's),
@@ -78,8 +79,13 @@ export interface KanidmControl {
   restart(): Promise<void>;
 }
 
+/** Where the managed block goes (kanidm-run-config.ts); true when Kanidm's config changed. */
+export interface ManagedConfig {
+  compose(block: string): boolean;
+}
+
 export interface CoordinatorOptions {
-  serverToml: string;
+  config: ManagedConfig;
   nodeId: string;
   origin: string;
   bindaddress: string;
@@ -159,11 +165,7 @@ export class KanidmReplicationCoordinator {
       bindaddress: this.o.bindaddress,
       partners: partners.map((p) => ({ origin: p.kanidm.origin, certificate: p.kanidm.certificate, automaticRefresh: p.id === this.o.supplier })),
     });
-    const before = fs.readFileSync(this.o.serverToml, 'utf8');
-    const after = withManagedBlock(before, block);
-    if (after !== before) {
-      const mode = fs.statSync(this.o.serverToml).mode & 0o777;
-      replaceFileAtomic(this.o.serverToml, after, mode);
+    if (this.o.config.compose(block)) {
       this.o.log.info({ partners: partners.map((p) => p.id) }, 'Kanidm replication partners changed; restarting Kanidm');
       await this.o.control.restart();
     }

@@ -1,6 +1,9 @@
 // `kiwi-id run`: one process that supervises Kanidm and serves the
 // listener, or (`workers` > 1) a primary and its workers (workers.ts).
 import nodeCluster from 'node:cluster';
+import path from 'node:path';
+import { KanidmRunConfig, RUN_CONFIG_FILE } from '../cluster/kanidm-run-config.js';
+import { clusterPaths } from '../cluster/pki.js';
 import type { KiwiConfig } from '../config/config.js';
 import { createLogger } from '../telemetry/log.js';
 import { createMetrics } from '../telemetry/metrics.js';
@@ -25,7 +28,10 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
   await verifyPinned(cfg.upstream_bin, cfg.compatibility_file);
 
   const metrics = createMetrics();
-  const supervisor = createSupervisor(cfg, log, metrics);
+  // Coordinating Kanidm's replication, Kiwi ID runs Kanidm with a copy of server.toml it may
+  // change (the operator's file stays read-only: cluster/kanidm-run-config.ts).
+  const kanidmConfig = cfg.cluster.enabled && cfg.cluster.cluster.kanidm_replication ? new KanidmRunConfig(cfg.upstream_config, path.join(clusterPaths(cfg.data_dir).dir, RUN_CONFIG_FILE)) : null;
+  const supervisor = createSupervisor(cfg, log, metrics, kanidmConfig ?? undefined);
   const listener = await serveListener(cfg, log, metrics, supervisor, { ownsState: true });
   const frontDoor = listener.frontDoor;
 
@@ -43,9 +49,11 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
   await supervisor.start();
   // Kiwi ID coordinates Kanidm's replication partners once Kanidm runs (in the background:
   // partners appear as other nodes publish their certificates).
-  listener.cluster?.startKanidmReplication(cfg.upstream_config, supervisedKanidmControl(cfg.upstream_bin, cfg.upstream_config, supervisor)).catch((err) =>
-    log.error({ err_message: (err as Error).message }, 'Kanidm replication coordination failed'),
-  );
+  if (kanidmConfig) {
+    listener.cluster?.startKanidmReplication(kanidmConfig, supervisedKanidmControl(cfg.upstream_bin, kanidmConfig.path, supervisor)).catch((err) =>
+      log.error({ err_message: (err as Error).message }, 'Kanidm replication coordination failed'),
+    );
+  }
   const addr = await frontDoor.listen();
   log.info({ listen: `${addr.address}:${addr.port}`, issuer: cfg.issuer }, 'listening');
   return { log, metrics, supervisor, frontDoor, shutdown, reloadTls: () => void frontDoor.reloadTls() };

@@ -24,11 +24,15 @@ export function keepState(store: Pick<SqliteStateStore, 'countLive' | 'sweep'>, 
   return () => clearInterval(sweeper);
 }
 
-/** The supervised Kanidm, its health mirrored into the metrics. */
-export function createSupervisor(cfg: KiwiConfig, log: Logger, metrics: Metrics): Supervisor {
+/**
+ * The supervised Kanidm, its health mirrored into the metrics. `kanidmConfig`: the config it runs
+ * with when that is not the operator's file itself (the cluster's, composed before each start).
+ */
+export function createSupervisor(cfg: KiwiConfig, log: Logger, metrics: Metrics, kanidmConfig?: { path: string; compose(): boolean }): Supervisor {
   const supervisor = new Supervisor({
     bin: cfg.upstream_bin,
-    config: cfg.upstream_config,
+    config: kanidmConfig?.path ?? cfg.upstream_config,
+    prepare: kanidmConfig ? () => void kanidmConfig.compose() : undefined,
     upstreamAddr: cfg.upstream_addr,
     dispatcher: undiciAgent(upstreamTls(cfg.upstream_addr, cfg.upstream_ca)),
     compatibilityFile: cfg.compatibility_file,

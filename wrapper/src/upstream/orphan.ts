@@ -208,7 +208,9 @@ export async function clearOrphans(o: OrphanCheck): Promise<void> {
         `${o.pidFile}: another kiwi-id (pid ${record.wrapper.pid}) is running and supervises kanidmd pid ${record.upstream.pid}; stop it before starting a second one`,
       );
     }
-    if (isAlive(record.upstream) && runsUpstream(record.upstream.pid, o.bin, o.config)) {
+    // The record names how that kanidmd was started (its config may differ from this start's:
+    // the cluster's run config, kanidm-run-config.ts).
+    if (isAlive(record.upstream) && runsUpstream(record.upstream.pid, record.bin, record.config)) {
       o.log.warn(
         { pid: record.upstream.pid, pid_file: o.pidFile, stop_timeout_ms: o.stopTimeoutMs },
         'stopping the kanidmd left running by an earlier wrapper',

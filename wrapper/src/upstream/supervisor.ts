@@ -36,6 +36,11 @@ export interface SupervisorOptions {
    * the supervision alone); leftovers are then only refused, never stopped.
    */
   pidFile?: string | null;
+  /**
+   * Runs before every start of kanidmd (first start and each restart), e.g. to compose the
+   * config it runs with; an error fails that start.
+   */
+  prepare?: () => void;
   /** First restart delay, doubled per crash up to 30 s. Default 500 ms. */
   backoffMinMs?: number;
   log: Logger;
@@ -127,6 +132,7 @@ export class Supervisor extends EventEmitter {
 
   private async spawn(): Promise<void> {
     if (this.o.compatibilityFile) await verifyPinned(this.o.bin, this.o.compatibilityFile);
+    this.o.prepare?.();
     this.setState('starting');
     this.startedAt = Date.now();
     const child = execa(this.o.bin, ['server', '-c', this.o.config], {
