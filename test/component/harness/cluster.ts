@@ -280,6 +280,22 @@ export class ClusterHarness {
     } as oidc.DiscoveryRequestOptions);
   }
 
+  /** Gossip exchanges node `i` completed with node `j` (`kiwi_gossip_rounds_total`, result ok). */
+  async okRounds(i: number, j: number): Promise<number> {
+    const m = await this.nodes[i]!.metrics.registry.getSingleMetric('kiwi_gossip_rounds_total')?.get();
+    return m?.values.find((v) => v.labels.peer === this.nodes[j]!.nodeId && v.labels.result === 'ok')?.value ?? 0;
+  }
+
+  /**
+   * Resolves after node `i` completed two more exchanges with node `j` than `since`: whatever
+   * node `i` had written before `since` was read has then been pushed to `j`. (The first may have
+   * started before the write; the second started after it.) "Within two intervals", counted
+   * in the rounds themselves rather than in wall-clock time, which a busy machine stretches.
+   */
+  async twoRoundsAfter(i: number, j: number, since: number): Promise<void> {
+    await until(`two gossip rounds of node ${i + 1} with node ${j + 1}`, async () => (await this.okRounds(i, j)) >= since + 2);
+  }
+
   /** Points an existing openid-client configuration at node `i`. */
   routeTo(config: oidc.Configuration, i: number): void {
     const view = this.via(i) as NodeView & { fetch: (u: string, init: object) => Promise<unknown> };
