@@ -7,7 +7,7 @@
 import { Command } from 'commander';
 import fs from 'node:fs';
 import path from 'node:path';
-import { replaceFileAtomic } from '../files/atomic-file.js';
+import { ownerForRootWrite, replaceFileAtomic } from '../files/atomic-file.js';
 import { adminPasswordFile, type KiwiConfig, type ValidateOptions } from '../config/config.js';
 import { clusterPaths, createClusterCa, createJoinToken, decodeJoinToken, issueNodeCertificate, newNodeKey, writeNodeIdentity } from '../cluster/pki.js';
 import { formatStatus, readStatus } from '../cluster/status.js';
@@ -18,6 +18,24 @@ import { parseDuration } from '../config/duration.js';
 function fail(code: number, message: string): never {
   process.stderr.write(`kiwi-id: cluster: ${message}\n`);
   process.exit(code);
+}
+
+/**
+ * Run as root (an operator inside the appliance), what these commands write under `data_dir`
+ * (the cluster directory, cookie keys, Kanidm client secret) goes to the owner of `data_dir`:
+ * the service user whose wrapper reads it, as the clients file does. Elsewhere (the recovered
+ * admin passwords next to the config) files stay root's.
+ */
+function handOver(cfg: KiwiConfig, files: string[] = []): void {
+  if (!fs.existsSync(cfg.data_dir)) return;
+  const owner = ownerForRootWrite(cfg.data_dir);
+  if (!owner) return;
+  const dir = clusterPaths(cfg.data_dir).dir;
+  const inCluster = fs.existsSync(dir) ? [dir, ...fs.readdirSync(dir, { recursive: true, encoding: 'utf8' }).map((f) => path.join(dir, f))] : [];
+  const underData = (f: string) => !path.relative(cfg.data_dir, f).startsWith('..');
+  for (const f of [...inCluster, ...files]) {
+    if (underData(f) && fs.existsSync(f)) fs.chownSync(f, owner.uid, owner.gid);
+  }
 }
 
 export function registerClusterCommands(program: Command, loadConfig: (opts?: ValidateOptions) => KiwiConfig): void {
@@ -39,6 +57,7 @@ export function registerClusterCommands(program: Command, loadConfig: (opts?: Va
       const k = newNodeKey();
       const caPem = fs.readFileSync(p.caCert, 'utf8');
       writeNodeIdentity(p, k.privatePem, issueNodeCertificate(fs.readFileSync(p.caKey, 'utf8'), caPem, id, k.publicPem), caPem);
+      handOver(cfg);
       process.stdout.write(`created cluster CA: ${p.caCert}\ncreated node ${id}: ${p.nodeCert}\n`);
       if (!cfg.cluster.gossip.allowed_node_ids.includes(id)) {
         process.stdout.write(`note: ${id} is not in [gossip] allowed_node_ids; list every node there (empty = nobody may gossip)\n`);
@@ -65,7 +84,9 @@ export function registerClusterCommands(program: Command, loadConfig: (opts?: Va
       }
       const url = `https://${cfg.cluster.node_id}:${cfg.cluster.gossip.listen_port}`;
       try {
-        process.stdout.write(createJoinToken(clusterPaths(cfg.data_dir), url, id, ttlMs) + '\n');
+        const token = createJoinToken(clusterPaths(cfg.data_dir), url, id, ttlMs);
+        handOver(cfg); // the running wrapper reads the token file
+        process.stdout.write(token + '\n');
       } catch (e) {
         fail(1, (e as Error).message);
       }
@@ -106,6 +127,7 @@ export function registerClusterCommands(program: Command, loadConfig: (opts?: Va
             if (pw) replaceFileAtomic(adminPasswordFile(cfg, account), pw + '\n', 0o600);
           }
         }
+        handOver(cfg, [path.join(cfg.data_dir, 'cookie-keys'), cfg.upstream_oauth2.client_secret_file]);
       } catch (e) {
         fail(1, (e as Error).message);
       }
