@@ -110,8 +110,10 @@ test('from 10.10.20.11 a person signs in through 10.10.20.10:8443 (Kanidm passwo
   assert.equal(r.claims.iss, ISSUER);
   assert.equal(r.claims.aud, 'kiwi-mail');
   assert.equal(r.claims.preferred_username, 'alice');
-  // The request reached the wrapper from the service's address.
-  assert.ok(app.lines().some((l) => l.msg === 'request' && l.remote === '10.10.20.11' && String(l.url).startsWith('/oauth2/token')));
+  // The request reached the wrapper from the service's address (request lines are written
+  // after the response, and read from the wrapper's output as they arrive).
+  await app.until('the token request logged from 10.10.20.11', async () =>
+    app.lines().some((l) => l.msg === 'request' && l.remote === '10.10.20.11' && String(l.url).startsWith('/oauth2/token')), 30_000);
 });
 
 test("Kanidm's 127.0.0.1:8443 is not reachable from 10.10.20.11: only the wrapper is bound to the bridge address", { skip }, async () => {
