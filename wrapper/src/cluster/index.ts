@@ -264,9 +264,9 @@ export class ClusterNode {
 
   /**
    * Coordinates Kanidm's own replication (`[cluster] kanidm_replication`); call once Kanidm is
-   * running. `serverToml` is Kanidm's config file, `control` runs its admin commands and restarts it.
+   * running. `config` is the config Kanidm runs with, where the partners are written
+   * (kanidm-run-config.ts); `control` runs its admin commands and restarts it.
    */
-  /** `config`: Kanidm's run config (kanidm-run-config.ts), where the partners are written. */
   async startKanidmReplication(config: ManagedConfig, control: KanidmControl): Promise<void> {
     const c = this.o.config;
     if (!c.cluster.kanidm_replication) return;

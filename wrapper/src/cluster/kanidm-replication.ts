@@ -51,17 +51,26 @@ export function renderReplicationBlock(o: { origin: string; bindaddress: string;
  * configures `[replication]` outside the block: that file is managed by hand.
  */
 export function withManagedBlock(text: string, block: string): string {
-  const begin = text.indexOf(BLOCK_BEGIN);
-  const end = text.indexOf(BLOCK_END);
-  const outside = begin >= 0 && end > begin ? text.slice(0, begin) + text.slice(end + BLOCK_END.length) : text;
+  const at = blockRange(text);
+  const outside = at ? text.slice(0, at.begin) + text.slice(at.end) : text;
   if (/^\s*\[replication[\].]/m.test(outside)) {
     throw new Error('server.toml configures [replication] itself; remove it (or set [cluster] kanidm_replication = false)');
   }
-  if (begin >= 0 && end > begin) {
-    const after = text.slice(end + BLOCK_END.length).replace(/^\n/, '');
-    return text.slice(0, begin) + block + after;
-  }
+  if (at) return text.slice(0, at.begin) + block + text.slice(at.end).replace(/^\n/, '');
   return text.replace(/\n*$/, '\n\n') + block;
+}
+
+/** The managed block in `text` (markers included, with its line end), or null. */
+export function managedBlockOf(text: string): string | null {
+  const at = blockRange(text);
+  return at ? text.slice(at.begin, at.end) + '\n' : null;
+}
+
+/** Where the managed block is in `text`: from its first marker to the end of its last. */
+function blockRange(text: string): { begin: number; end: number } | null {
+  const begin = text.indexOf(BLOCK_BEGIN);
+  const end = text.indexOf(BLOCK_END);
+  return begin >= 0 && end > begin ? { begin, end: end + BLOCK_END.length } : null;
 }
 
 /** The certificate from `kanidmd show-replication-certificate` output (`certificate: "MII..."`). */

@@ -11,18 +11,19 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { replaceFileAtomic } from '../files/atomic-file.js';
-import { BLOCK_BEGIN, BLOCK_END, withManagedBlock } from './kanidm-replication.js';
+import type { KiwiConfig } from '../config/config.js';
+import { managedBlockOf, withManagedBlock } from './kanidm-replication.js';
+import { clusterPaths } from './pki.js';
 
-export const RUN_CONFIG_FILE = 'kanidm-server.toml';
-
-/** The managed block in `text` (markers included), or null. */
-export function managedBlockOf(text: string): string | null {
-  const begin = text.indexOf(BLOCK_BEGIN);
-  const end = text.indexOf(BLOCK_END);
-  return begin >= 0 && end > begin ? text.slice(begin, end + BLOCK_END.length) + '\n' : null;
-}
+const RUN_CONFIG_FILE = 'kanidm-server.toml';
 
 export class KanidmRunConfig {
+  /** This node's run config when Kiwi ID coordinates Kanidm's replication; null otherwise. */
+  static forNode(cfg: Pick<KiwiConfig, 'cluster' | 'data_dir' | 'upstream_config'>): KanidmRunConfig | null {
+    if (!cfg.cluster.enabled || !cfg.cluster.cluster.kanidm_replication) return null;
+    return new KanidmRunConfig(cfg.upstream_config, path.join(clusterPaths(cfg.data_dir).dir, RUN_CONFIG_FILE));
+  }
+
   /**
    * @param base the operator's server.toml (only read)
    * @param path the composed copy Kanidm is started with

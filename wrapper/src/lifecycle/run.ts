@@ -1,9 +1,7 @@
 // `kiwi-id run`: one process that supervises Kanidm and serves the
 // listener, or (`workers` > 1) a primary and its workers (workers.ts).
 import nodeCluster from 'node:cluster';
-import path from 'node:path';
-import { KanidmRunConfig, RUN_CONFIG_FILE } from '../cluster/kanidm-run-config.js';
-import { clusterPaths } from '../cluster/pki.js';
+import { KanidmRunConfig } from '../cluster/kanidm-run-config.js';
 import type { KiwiConfig } from '../config/config.js';
 import { createLogger } from '../telemetry/log.js';
 import { createMetrics } from '../telemetry/metrics.js';
@@ -30,7 +28,7 @@ export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
   const metrics = createMetrics();
   // Coordinating Kanidm's replication, Kiwi ID runs Kanidm with a copy of server.toml it may
   // change (the operator's file stays read-only: cluster/kanidm-run-config.ts).
-  const kanidmConfig = cfg.cluster.enabled && cfg.cluster.cluster.kanidm_replication ? new KanidmRunConfig(cfg.upstream_config, path.join(clusterPaths(cfg.data_dir).dir, RUN_CONFIG_FILE)) : null;
+  const kanidmConfig = KanidmRunConfig.forNode(cfg);
   const supervisor = createSupervisor(cfg, log, metrics, kanidmConfig ?? undefined);
   const listener = await serveListener(cfg, log, metrics, supervisor, { ownsState: true });
   const frontDoor = listener.frontDoor;
