@@ -4,6 +4,9 @@
 //   direct   wrk → Kanidm's own TLS listener
 //   nginx    wrk → Debian's nginx as a TLS reverse proxy (upstream keep-alive
 //            pool, upstream certificate verified) → the same Kanidm
+//   node-floor  wrk → the thinnest Node proxy built of the front door's parts
+//            (node:https + the same undici pool; bench/proxy-floor.ts): what
+//            any Node front costs here, so kiwi-id minus it is the wrapper's own
 //   kiwi-id  wrk → the wrapper's public listener → the same Kanidm
 // for `/status` and `/ui/login`. wrk (Debian) is the load generator of every
 // row. Besides throughput and latency it prints the CPU time each front
@@ -17,7 +20,7 @@
 // and nginx are measured again in each, so every phase is side by side.
 //
 //   npm run bench:proxy -- [seconds=5] [connections=32] [rounds=3] [workers=1,2]
-//   KIWI_PROF=DIR adds a --cpu-prof of the wrapper (its primary with workers > 1).
+//   KIWI_PROF=DIR adds a --cpu-prof of the wrapper (its primary with workers > 1) and of node-floor.
 // Needs: wrk and nginx (apt-get install wrk nginx-light), the pinned Kanidm
 // (scripts/install-upstream --prefix .kiwi-dev/upstream), a built wrapper
 // (npm run build; the npm script does it).
@@ -35,7 +38,7 @@ const connections = Number(process.argv[3] ?? 32);
 const rounds = Number(process.argv[4] ?? 3);
 const workerCounts = (process.argv[5] ?? '1,2').split(',').map(Number);
 const PATHS = ['/status', '/ui/login'];
-const ROWS = ['direct', 'nginx', 'kiwi-id'] as const;
+const ROWS = ['direct', 'nginx', 'node-floor', 'kiwi-id'] as const;
 type Row = (typeof ROWS)[number];
 
 function need(bin: string, hint: string): string {
@@ -138,6 +141,26 @@ http {
   return { port, child };
 }
 
+/** KIWI_PROF=DIR: the Node fronts write a --cpu-prof profile there when they stop (NODE_OPTIONS refuses --cpu-prof). */
+const profFlags = () => (process.env.KIWI_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.KIWI_PROF}`] : []);
+
+/** bench/proxy-floor.ts on a free port, with the wrapper's certificate, in front of the same Kanidm. */
+async function startFloor(node: KiwiNode): Promise<{ port: number; child: ChildProcess }> {
+  const child = spawn(
+    process.execPath,
+    [...profFlags(), '--import', 'tsx', path.join(import.meta.dirname, 'proxy-floor.ts'), `${node.root}/tls/wrapper.crt`, `${node.root}/private/wrapper.key`, node.upstreamUrl, node.upstreamCaPath],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('exit', (c) => reject(new Error(`proxy-floor exited ${c}`)));
+    child.stdout!.once('data', (d) => resolve(Number(String(d).trim())));
+  }).catch((e) => {
+    child.kill();
+    throw e;
+  });
+  return { port, child };
+}
+
 /** First boot of Kiwi ID and Kanidm with the harness; one log destination (stdout, to a file here), like nginx's access log. */
 async function initKiwi(node: KiwiNode): Promise<void> {
   await node.writeConfig();
@@ -149,9 +172,7 @@ async function initKiwi(node: KiwiNode): Promise<void> {
 async function runKiwi(node: KiwiNode, workers: number): Promise<ChildProcess> {
   fs.writeFileSync(node.config, fs.readFileSync(node.config, 'utf8').replace(/^workers = .*\n/m, '') + `workers = ${workers}\n`);
   const out = fs.openSync(path.join(node.root, 'kiwi-id.out'), 'a', 0o600);
-  // KIWI_PROF=DIR: the wrapper writes a --cpu-prof profile there when it stops (NODE_OPTIONS refuses --cpu-prof).
-  const prof = process.env.KIWI_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.KIWI_PROF}`] : [];
-  const child = spawn(process.execPath, [...prof, path.join(REPO, 'wrapper/bin/kiwi-id.js'), '-c', node.config, 'run'], {
+  const child = spawn(process.execPath, [...profFlags(), path.join(REPO, 'wrapper/bin/kiwi-id.js'), '-c', node.config, 'run'], {
     stdio: ['ignore', out, out],
     env: { ...process.env, HOME: path.join(node.root, 'cli-home') },
   });
@@ -211,6 +232,7 @@ if (!fs.existsSync(path.join(REPO, 'wrapper/dist/cli/main.js'))) throw new Error
 const node = new KiwiNode({ name: 'bench' });
 const nginxDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-bench-nginx-'));
 let nginx: { port: number; child: ChildProcess } | null = null;
+let floor: { port: number; child: ChildProcess } | null = null;
 let failures = 0;
 const summary: string[] = [];
 let cleaned: Promise<void> | null = null;
@@ -219,6 +241,8 @@ const cleanup = () =>
   (cleaned ??= (async () => {
     nginx?.child.kill('SIGQUIT');
     if (nginx && nginx.child.exitCode === null) await new Promise((r) => nginx!.child.once('exit', r));
+    floor?.child.kill('SIGTERM');
+    if (floor && floor.child.exitCode === null) await new Promise((r) => floor!.child.once('exit', r));
     fs.rmSync(nginxDir, { recursive: true, force: true });
     await node.close();
     for (const a of agents.values()) await a.close();
@@ -229,7 +253,8 @@ try {
   for (const workers of workerCounts) {
     const kiwi = await runKiwi(node, workers);
     nginx ??= await startNginx(nginxDir, node);
-    await phase(kiwi, nginx, workers);
+    floor ??= await startFloor(node);
+    await phase(kiwi, nginx, floor, workers);
     await node.stop('SIGTERM');
   }
   console.log(summary.join('\n'));
@@ -241,12 +266,13 @@ try {
   await cleanup();
 }
 
-async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProcess }, workers: number): Promise<void> {
+async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProcess }, flr: { port: number; child: ChildProcess }, workers: number): Promise<void> {
   const kanidmPid = childrenOf(kiwi.pid!).find((p) => commOf(p) === 'kanidmd');
   if (!kanidmPid) throw new Error('kanidmd not found under kiwi-id run');
   const fronts: Record<Row, { port: number; pids: () => number[] }> = {
     direct: { port: node.upstreamPort, pids: () => [] },
     nginx: { port: ngx.port, pids: () => tree(ngx.child.pid!) },
+    'node-floor': { port: flr.port, pids: () => [flr.child.pid!] },
     'kiwi-id': { port: node.listenPort, pids: () => tree(kiwi.pid!, 'kanidmd') },
   };
   for (const p of PATHS) {
@@ -264,7 +290,7 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
   console.log(title);
   const results: Record<string, Record<Row, Array<Load & { frontCpu: number; kanidmCpu: number }>>> = {};
   for (const p of PATHS) {
-    results[p] = { direct: [], nginx: [], 'kiwi-id': [] };
+    results[p] = { direct: [], nginx: [], 'node-floor': [], 'kiwi-id': [] };
     for (const row of ROWS) await wrk(fronts[row].port, p, 2); // warm-up: JIT, pools, caches
     for (let r = 0; r < rounds; r++) {
       for (const row of ROWS) {
@@ -277,7 +303,7 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
         failures += load.failures;
         results[p]![row].push({ ...load, frontCpu, kanidmCpu });
         console.log(
-          `  ${p.padEnd(10)} round ${r + 1}  ${row.padEnd(8)} ${f0(load.rps).padStart(7)} req/s   p50 ${f2(load.p50).padStart(6)} ms   p99 ${f2(load.p99).padStart(7)} ms` +
+          `  ${p.padEnd(10)} round ${r + 1}  ${row.padEnd(10)} ${f0(load.rps).padStart(7)} req/s   p50 ${f2(load.p50).padStart(6)} ms   p99 ${f2(load.p99).padStart(7)} ms` +
             `   front CPU ${row === 'direct' ? '     –' : f0(frontCpu).padStart(6)} µs/req   Kanidm CPU ${f0(kanidmCpu).padStart(4)} µs/req` +
             (load.failures ? `   FAILED REQUESTS ${load.failures}` : ''),
         );

@@ -1,5 +1,7 @@
 // Child process for bench/token.ts: the issuer behind the front door, with
 // `chains` signed-in grants ready to refresh. Prints {port, secret, tokens}.
+// Its state store is Kiwi ID's SQLite store, or with `memory` a Map (the
+// ceiling without durable state; bench/memory-state-store.ts).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,11 +16,13 @@ import { createIssuer } from '../wrapper/src/oidc/issuer.js';
 import { FrontDoor } from '../wrapper/src/server/front-door.js';
 import { createMetrics } from '../wrapper/src/telemetry/metrics.js';
 import { UpstreamProxy } from '../wrapper/src/server/proxy.js';
-import { SqliteStateStore } from '../wrapper/src/state/store.js';
+import { SqliteStateStore, type StateStore } from '../wrapper/src/state/store.js';
+import { MemoryStateStore } from './memory-state-store.js';
 import { generateDevCertificate } from '../wrapper/src/crypto/tls-certs.js';
 import { proxyAgent, upstreamTls } from '../wrapper/src/upstream/tls.js';
 
 const chains = Number(process.argv[2] ?? 16);
+const storeKind = process.argv[3] ?? 'sqlite';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-token-bench-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 process.on('SIGTERM', () => process.exit(0));
@@ -29,7 +33,7 @@ const key = await loadSigningKey(path.join(dir, 'jwt.pem'), path.join(dir, 'jwt.
 const { clients, secret } = addClient([], { client_id: 'kiwi-mail', redirect_uris: ['https://mail.kiwi.test/cb'] });
 saveClients(path.join(dir, 'clients.toml'), clients);
 const log = createLogger({ level: 'info', destination: new Writable({ write: (_c, _e, cb) => cb() }) });
-const store = new SqliteStateStore({ dataDir: path.join(dir, 'data') });
+const store: StateStore = storeKind === 'memory' ? new MemoryStateStore() : new SqliteStateStore({ dataDir: path.join(dir, 'data') });
 const ttl = { access_token_ttl: 900, refresh_token_ttl: 86400, auth_code_ttl: 60, id_token_ttl: 900, session_ttl: 3600 };
 
 const proxy = new UpstreamProxy({ target: 'https://127.0.0.1:1', agent: proxyAgent(upstreamTls('https://127.0.0.1:1', tls.caPath)), timeoutMs: 1000, maxBodySize: 65536, isHealthy: () => false, log });

@@ -1,15 +1,18 @@
 // Token endpoint throughput for the refresh grant: `chains` concurrent
 // clients, each refreshing its own token family (every refresh rotates, so
-// each request needs the previous answer), for `seconds`. Client auth is
-// client_secret_basic, as KiwiStack services do it. Each response's new
-// refresh token and signed id_token are produced for real.
+// each request needs the previous answer), for `seconds` per round. Client
+// auth is client_secret_basic, as KiwiStack services do it. Each response's
+// new refresh token and signed id_token are produced for real.
 //
 // The issuer alone (in-process, no Kanidm): the cost of Kiwi ID's own token
-// work. Kiwi ID's token endpoint next to Kanidm's own, on a real node, is
-// bench/signin.ts.
+// work. Two issuers are measured in alternating rounds of the same run: one
+// with Kiwi ID's SQLite state store, one with the state in a Map (no
+// durability: the ceiling of any store, showing what oidc-provider, HTTP and
+// signing cost alone). Kiwi ID's token endpoint next to Kanidm's own, on a
+// real node, is bench/signin.ts.
 //
-//   node --import tsx bench/token.ts [seconds=5] [chains=16]
-import { spawn } from 'node:child_process';
+//   node --import tsx bench/token.ts [seconds=5] [chains=16] [rounds=3]
+import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -18,23 +21,41 @@ import { cpuSeconds } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 5);
 const chains = Number(process.argv[3] ?? 16);
-// KIWI_PROF=DIR: the server writes a --cpu-prof profile there (NODE_OPTIONS refuses --cpu-prof).
+const rounds = Number(process.argv[4] ?? 3);
+const STORES = ['sqlite', 'memory'] as const;
+type Store = (typeof STORES)[number];
+// KIWI_PROF=DIR: the servers write a --cpu-prof profile there (NODE_OPTIONS refuses --cpu-prof).
 const prof = process.env.KIWI_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.KIWI_PROF}`] : [];
-const child = spawn(process.execPath, [...prof, '--import', 'tsx', path.join(import.meta.dirname, 'token-server.ts'), String(chains)], {
-  stdio: ['ignore', 'pipe', 'inherit'],
-});
-const info = await new Promise<{ port: number; ca: string; secret: string; tokens: string[] }>((resolve, reject) => {
-  child.once('exit', (c) => reject(new Error(`token server exited ${c}`)));
-  createInterface({ input: child.stdout! }).once('line', (l) => resolve(JSON.parse(l)));
-});
-const pool = new Pool(`https://127.0.0.1:${info.port}`, { connections: chains, connect: { ca: info.ca, servername: 'localhost' } });
-const auth = 'Basic ' + Buffer.from(`kiwi-mail:${info.secret}`).toString('base64');
 
-async function refresh(rt: string): Promise<string> {
-  const res = await pool.request({
+interface Issuer {
+  child: ChildProcess;
+  pool: Pool;
+  auth: string;
+  tokens: string[];
+}
+
+async function start(store: Store): Promise<Issuer> {
+  const child = spawn(process.execPath, [...prof, '--import', 'tsx', path.join(import.meta.dirname, 'token-server.ts'), String(chains), store], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const info = await new Promise<{ port: number; ca: string; secret: string; tokens: string[] }>((resolve, reject) => {
+      child.once('exit', (c) => reject(new Error(`token server (${store}) exited ${c}`)));
+      createInterface({ input: child.stdout! }).once('line', (l) => resolve(JSON.parse(l)));
+    });
+    const pool = new Pool(`https://127.0.0.1:${info.port}`, { connections: chains, connect: { ca: info.ca, servername: 'localhost' } });
+    return { child, pool, auth: 'Basic ' + Buffer.from(`kiwi-mail:${info.secret}`).toString('base64'), tokens: info.tokens };
+  } catch (err) {
+    child.kill();
+    throw err;
+  }
+}
+
+async function refresh(issuer: Issuer, rt: string): Promise<string> {
+  const res = await issuer.pool.request({
     path: '/oauth2/token',
     method: 'POST',
-    headers: { authorization: auth, 'content-type': 'application/x-www-form-urlencoded' },
+    headers: { authorization: issuer.auth, 'content-type': 'application/x-www-form-urlencoded' },
     body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: rt }).toString(),
   });
   const body = (await res.body.json()) as { refresh_token?: string; error?: string };
@@ -42,34 +63,66 @@ async function refresh(rt: string): Promise<string> {
   return body.refresh_token;
 }
 
-async function run(durationMs: number, latencies: number[] | null) {
+/** Every chain refreshes in a loop for `durationMs`; latencies in ms. */
+async function run(issuer: Issuer, durationMs: number): Promise<number[]> {
+  const latencies: number[] = [];
   const end = Date.now() + durationMs;
   await Promise.all(
-    info.tokens.map(async (_, i) => {
+    issuer.tokens.map(async (_, i) => {
       while (Date.now() < end) {
         const t0 = process.hrtime.bigint();
-        info.tokens[i] = await refresh(info.tokens[i]!);
-        latencies?.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        issuer.tokens[i] = await refresh(issuer, issuer.tokens[i]!);
+        latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
       }
     }),
   );
+  return latencies;
 }
 
-try {
-  await run(1000, null); // warm-up
-  const lat: number[] = [];
+interface Round {
+  rps: number;
+  p50: number;
+  p99: number;
+  cpuPerRequest: number; // µs of the issuer process
+}
+
+async function round(issuer: Issuer): Promise<Round> {
   const start = Date.now();
-  const cpu0 = cpuSeconds([child.pid!]);
-  await run(seconds * 1000, lat);
-  const cpu = cpuSeconds([child.pid!]) - cpu0;
-  const elapsed = (Date.now() - start) / 1000;
+  const cpu0 = cpuSeconds([issuer.child.pid!]);
+  const lat = await run(issuer, seconds * 1000);
+  const cpu = cpuSeconds([issuer.child.pid!]) - cpu0;
   lat.sort((a, b) => a - b);
-  const pct = (p: number) => lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))]!.toFixed(1);
-  console.log(`refresh grant, ${chains} concurrent chains, ${seconds}s, ${os.cpus().length} cores`);
-  console.log(`kiwi-id /oauth2/token   ${(lat.length / elapsed).toFixed(0).padStart(6)} req/s   p50 ${pct(50)} ms   p99 ${pct(99)} ms`);
-  // Per core: requests per CPU-second of the issuer's process (client load excluded).
-  console.log(`issuer CPU ${((cpu / lat.length) * 1e6).toFixed(0)} µs/request = ${(lat.length / cpu).toFixed(0)} requests/s per core (process at ${((100 * cpu) / elapsed).toFixed(0)} % of a core)`);
+  const pct = (p: number) => lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))]!;
+  return { rps: lat.length / ((Date.now() - start) / 1000), p50: pct(50), p99: pct(99), cpuPerRequest: (cpu / lat.length) * 1e6 };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const issuers = new Map<Store, Issuer>();
+try {
+  for (const s of STORES) issuers.set(s, await start(s));
+  for (const s of STORES) await run(issuers.get(s)!, 1000); // warm-up: JIT, pools
+  console.log(`refresh grant, ${chains} concurrent chains, ${seconds}s per round, ${rounds} rounds alternating, ${os.cpus().length} cores`);
+  const results = new Map<Store, Round[]>(STORES.map((s) => [s, []]));
+  for (let r = 0; r < rounds; r++) {
+    for (const s of STORES) {
+      const x = await round(issuers.get(s)!);
+      results.get(s)!.push(x);
+      console.log(`  round ${r + 1}  ${s.padEnd(6)} ${x.rps.toFixed(0).padStart(6)} req/s   p50 ${x.p50.toFixed(1)} ms   p99 ${x.p99.toFixed(1)} ms   issuer CPU ${x.cpuPerRequest.toFixed(0)} µs/request`);
+    }
+  }
+  const m = (s: Store, k: keyof Round) => median(results.get(s)!.map((x) => x[k]));
+  console.log(`medians over ${rounds} rounds (per core = requests per CPU-second of the issuer's process, client load excluded):`);
+  for (const s of STORES) {
+    const label = s === 'sqlite' ? 'kiwi-id (SQLite state store)' : 'ceiling (state in a Map, no durability)';
+    console.log(
+      `  ${label.padEnd(40)} ${m(s, 'rps').toFixed(0).padStart(6)} req/s   p50 ${m(s, 'p50').toFixed(1)} ms   p99 ${m(s, 'p99').toFixed(1)} ms   ` +
+        `${m(s, 'cpuPerRequest').toFixed(0)} µs/request = ${(1e6 / m(s, 'cpuPerRequest')).toFixed(0)} requests/s per core`,
+    );
+  }
+  console.log(`  the SQLite store's share of a grant's CPU: ${(100 * (1 - m('memory', 'cpuPerRequest') / m('sqlite', 'cpuPerRequest'))).toFixed(0)} %`);
 } finally {
-  await pool.close();
-  child.kill();
+  for (const i of issuers.values()) {
+    await i.pool.close();
+    i.child.kill();
+  }
 }
