@@ -49,3 +49,14 @@ export function rssMiB(pids: number[]): number {
   }
   return kb / 1024;
 }
+
+/** A process's resident memory split as the kernel counts it: anonymous (heaps) and file-backed (the node binary's pages, libraries). */
+export function rssSplitMiB(pid: number): { anon: number; file: number } {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+    return { anon: kb('RssAnon') / 1024, file: kb('RssFile') / 1024 };
+  } catch {
+    return { anon: 0, file: 0 };
+  }
+}

@@ -31,7 +31,7 @@ import path from 'node:path';
 import { Agent, request } from 'undici';
 import { KiwiNode, REPO, UPSTREAM_PREFIX } from '../test/integration/harness/kiwi-node.js';
 import { freePort } from '../test/e2e/net.js';
-import { childrenOf, commOf, cpuSeconds, rssMiB, tree } from './proc.js';
+import { childrenOf, commOf, cpuSeconds, rssMiB, rssSplitMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 5);
 const connections = Number(process.argv[3] ?? 32);
@@ -216,6 +216,34 @@ async function upstreamConnections(node: KiwiNode): Promise<number> {
   return Number(/^kiwi_upstream_connections_total (\d+)/m.exec(text)?.[1] ?? NaN);
 }
 
+/** Libraries `kiwi-id run` loads, for the "Node with the wrapper's libraries" reference. */
+const WRAPPER_LIBRARIES = ['undici', 'oidc-provider', 'openid-client', 'jose', 'pino', 'prom-client', 'better-sqlite3', 'execa', 'smol-toml', 'commander', 'node-forge'];
+
+/**
+ * RSS of two idle reference processes, measured like the fronts (after the
+ * same 2 s settle): Node alone, and Node with the wrapper's libraries
+ * imported — the memory floor under any wrapper built on them.
+ */
+async function referenceRss(): Promise<{ bare: number; libraries: number }> {
+  const idleRss = async (script: string) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', `${script}; console.log('ready'); setInterval(() => {}, 1 << 30);`], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.once('exit', (c) => reject(new Error(`reference process exited ${c}`)));
+        child.stdout!.once('data', () => resolve());
+      });
+      await new Promise((r) => setTimeout(r, 2000));
+      return rssMiB([child.pid!]);
+    } finally {
+      child.kill();
+    }
+  };
+  return {
+    bare: await idleRss(''),
+    libraries: await idleRss(`for (const m of ${JSON.stringify(WRAPPER_LIBRARIES)}) await import(m)`),
+  };
+}
+
 // ---------------------------------------------------------------------------
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -282,8 +310,12 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
     }
   }
   await new Promise((r) => setTimeout(r, 2000)); // let Kanidm's start-up work settle
+  // The wrapper's RSS, idle now and at its peak under load (sampled during its rows). (node-floor
+  // runs under tsx's loader, so its memory says nothing about a Node proxy's; referenceRss does.)
   const rssIdle = rssMiB(fronts['kiwi-id'].pids());
+  const kiwiSplit = rssSplitMiB(kiwi.pid!);
   let rssPeak = rssIdle;
+  const sampleRss = () => (rssPeak = Math.max(rssPeak, rssMiB(fronts['kiwi-id'].pids())));
   const connsBefore = await upstreamConnections(node);
 
   const title = `kiwi-id with workers = ${workers}: reverse proxy in front of Kanidm 1.11.1, wrk -t1 -c${connections}, ${seconds}s per row, ${rounds} rounds, ${os.cpus().length} cores`;
@@ -297,7 +329,7 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
         const pids = fronts[row].pids();
         const c0 = cpuSeconds(pids);
         const k0 = cpuSeconds([kanidmPid]);
-        const load = await wrk(fronts[row].port, p, seconds, row === 'kiwi-id' ? () => (rssPeak = Math.max(rssPeak, rssMiB(fronts['kiwi-id'].pids()))) : undefined);
+        const load = await wrk(fronts[row].port, p, seconds, row === 'kiwi-id' ? sampleRss : undefined);
         const frontCpu = ((cpuSeconds(pids) - c0) / load.requests) * 1e6;
         const kanidmCpu = ((cpuSeconds([kanidmPid]) - k0) / load.requests) * 1e6;
         failures += load.failures;
@@ -324,6 +356,10 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
     }
     summary.push(`| \`${p}\` | added latency, kiwi-id − direct | | ${f2(m('kiwi-id', 'p50') - m('direct', 'p50'))} | ${f2(m('kiwi-id', 'p99') - m('direct', 'p99'))} | | | | |`);
   }
-  summary.push(`kiwi-id RSS (all wrapper processes, Kanidm excluded): idle ${rssIdle.toFixed(0)} MiB, peak under load ${rssPeak.toFixed(0)} MiB`);
+  summary.push(
+    `kiwi-id RSS (all wrapper processes, Kanidm excluded): idle ${rssIdle.toFixed(0)} MiB (main process: ${kiwiSplit.anon.toFixed(0)} anonymous, ${kiwiSplit.file.toFixed(0)} file-backed), peak under load ${rssPeak.toFixed(0)} MiB`,
+  );
+  const floors = await referenceRss();
+  summary.push(`Node's own floor, idle: node alone ${floors.bare.toFixed(0)} MiB, node with the wrapper's libraries imported (nothing started) ${floors.libraries.toFixed(0)} MiB`);
   summary.push(`kiwi-id connections opened to Kanidm during the measured rounds: ${connsAfter - connsBefore} (keep-alive pool; ${connections} client connections)`);
 }
