@@ -34,7 +34,11 @@ const server = https.createServer({ cert: fs.readFileSync(cert), key: fs.readFil
     onResponseEnd: () => void res.end(),
     onResponseError: () => void res.destroy(),
   };
-  agent.dispatch({ origin, path: req.url!, method: req.method as Dispatcher.HttpMethod, headers, body: req.method === 'GET' || req.method === 'HEAD' ? null : req, servername } as Dispatcher.DispatchOptions, handler);
+  try {
+    agent.dispatch({ origin, path: req.url!, method: req.method as Dispatcher.HttpMethod, headers, body: req.method === 'GET' || req.method === 'HEAD' ? null : req, servername } as Dispatcher.DispatchOptions, handler);
+  } catch {
+    res.writeHead(502).end(); // undici refused the request (e.g. a header it considers invalid)
+  }
 });
 process.on('SIGTERM', () => {
   server.close();
