@@ -3,7 +3,7 @@
 // SQLite store and what oidc-provider + HTTP + signing cost on their own (the
 // ceiling of any store). Not a product option: nothing survives a restart and
 // nothing is shared between processes.
-import type { ConsumeResult, StatePayload, StateRecord, StateStore } from '../wrapper/src/state/store.js';
+import { upsertColumns, type ConsumeResult, type StatePayload, type StateRecord, type StateStore } from '../wrapper/src/state/store.js';
 
 interface Entry {
   model: string;
@@ -17,7 +17,7 @@ interface Entry {
   consumedAt: number | null;
 }
 
-const stringField = (p: StatePayload, k: string) => (typeof p[k] === 'string' && p[k] !== '' ? (p[k] as string) : null);
+const isLive = (e: Entry) => e.expiresAt === null || e.expiresAt > Date.now();
 
 export class MemoryStateStore implements StateStore {
   readonly nodeId = 'local';
@@ -25,7 +25,7 @@ export class MemoryStateStore implements StateStore {
 
   private live(model: string, id: string): Entry | undefined {
     const e = this.entries.get(`${model}\0${id}`);
-    return e && (e.expiresAt === null || e.expiresAt > Date.now()) ? e : undefined;
+    return e && isLive(e) ? e : undefined;
   }
 
   private record(e: Entry | undefined): StateRecord | undefined {
@@ -35,23 +35,15 @@ export class MemoryStateStore implements StateStore {
   }
 
   private first(pred: (e: Entry) => boolean): StateRecord | undefined {
-    for (const e of this.entries.values()) if (pred(e) && this.live(e.model, e.id)) return this.record(e);
+    for (const e of this.entries.values()) if (pred(e) && isLive(e)) return this.record(e);
     return undefined;
   }
 
   async upsert(model: string, id: string, payload: StatePayload, expiresInSeconds?: number | null): Promise<void> {
-    const before = this.live(model, id);
-    const consumed = payload.consumed;
-    this.entries.set(`${model}\0${id}`, {
-      model,
-      id,
-      payload: JSON.stringify(payload),
-      grantId: stringField(payload, 'grantId'),
-      userCode: stringField(payload, 'userCode'),
-      uid: stringField(payload, 'uid'),
-      expiresAt: expiresInSeconds == null ? null : Date.now() + Math.round(expiresInSeconds * 1000),
-      consumedAt: before?.consumedAt ?? (typeof consumed === 'number' ? consumed * 1000 : null),
-    });
+    const columns = upsertColumns(payload, expiresInSeconds, Date.now());
+    // Replacing a live record keeps its consumed mark, as in the SQLite store.
+    const consumedAt = this.live(model, id)?.consumedAt ?? columns.consumedAt;
+    this.entries.set(`${model}\0${id}`, { model, id, ...columns, consumedAt });
   }
 
   async find(model: string, id: string) {
@@ -67,7 +59,7 @@ export class MemoryStateStore implements StateStore {
   }
 
   async list(model: string) {
-    return [...this.entries.values()].filter((e) => e.model === model && this.live(e.model, e.id)).map((e) => this.record(e)!);
+    return [...this.entries.values()].filter((e) => e.model === model && isLive(e)).map((e) => this.record(e)!);
   }
 
   async consumeOnce(model: string, id: string): Promise<ConsumeResult> {
@@ -96,7 +88,7 @@ export class MemoryStateStore implements StateStore {
 
   async countLive() {
     const out: Record<string, number> = {};
-    for (const e of this.entries.values()) if (this.live(e.model, e.id)) out[e.model] = (out[e.model] ?? 0) + 1;
+    for (const e of this.entries.values()) if (isLive(e)) out[e.model] = (out[e.model] ?? 0) + 1;
     return out;
   }
 

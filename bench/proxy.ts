@@ -216,8 +216,8 @@ async function upstreamConnections(node: KiwiNode): Promise<number> {
   return Number(/^kiwi_upstream_connections_total (\d+)/m.exec(text)?.[1] ?? NaN);
 }
 
-/** Libraries `kiwi-id run` loads, for the "Node with the wrapper's libraries" reference. */
-const WRAPPER_LIBRARIES = ['undici', 'oidc-provider', 'openid-client', 'jose', 'pino', 'prom-client', 'better-sqlite3', 'execa', 'smol-toml', 'commander', 'node-forge'];
+/** The wrapper's runtime libraries (package.json `dependencies`), for the "Node with the wrapper's libraries" reference. */
+const WRAPPER_LIBRARIES = Object.keys((JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }).dependencies);
 
 /**
  * RSS of two idle reference processes, measured like the fronts (after the

@@ -122,6 +122,30 @@ function stringField(payload: StatePayload, key: string): string | null {
   return typeof v === 'string' && v !== '' ? v : null;
 }
 
+/** The columns a payload determines: its JSON text and the indexed ids it names. */
+export function payloadColumns(payload: StatePayload): { payload: string; grantId: string | null; userCode: string | null; uid: string | null } {
+  return {
+    payload: JSON.stringify(payload),
+    grantId: stringField(payload, 'grantId'),
+    userCode: stringField(payload, 'userCode'),
+    uid: stringField(payload, 'uid'),
+  };
+}
+
+/**
+ * What `upsert` writes for a payload at `now` (epoch ms): its columns, the
+ * expiry, and a consumed mark the payload itself carries (in seconds).
+ */
+export function upsertColumns(payload: StatePayload, expiresInSeconds: number | null | undefined, now: number) {
+  const consumed = payload.consumed;
+  return {
+    ...payloadColumns(payload),
+    expiresAt: expiresInSeconds == null ? null : now + Math.round(expiresInSeconds * 1000),
+    // A payload that already says it was consumed (seconds) stays consumed.
+    consumedAt: typeof consumed === 'number' && Number.isFinite(consumed) ? Math.round(consumed * 1000) : null,
+  };
+}
+
 export class SqliteStateStore implements StateStore {
   readonly nodeId: string;
   /** Absolute path of the SQLite file. */
@@ -203,20 +227,7 @@ export class SqliteStateStore implements StateStore {
       throw new TypeError('state store: expiresIn must be a finite number of seconds');
     }
     const now = this.now();
-    const consumed = payload.consumed;
-    this.stmt.upsert.run({
-      model,
-      id,
-      payload: JSON.stringify(payload),
-      grantId: stringField(payload, 'grantId'),
-      userCode: stringField(payload, 'userCode'),
-      uid: stringField(payload, 'uid'),
-      expiresAt: expiresInSeconds == null ? null : now + Math.round(expiresInSeconds * 1000),
-      // A payload that already says it was consumed (seconds) stays consumed.
-      consumedAt: typeof consumed === 'number' && Number.isFinite(consumed) ? Math.round(consumed * 1000) : null,
-      origin: this.nodeId,
-      now,
-    });
+    this.stmt.upsert.run({ model, id, ...upsertColumns(payload, expiresInSeconds, now), origin: this.nodeId, now });
   }
 
   async find(model: string, id: string): Promise<StateRecord | undefined> {
@@ -272,10 +283,7 @@ export class SqliteStateStore implements StateStore {
     this.stmt.applyReplica.run({
       model: r.model,
       id: r.id,
-      payload: JSON.stringify(r.payload),
-      grantId: stringField(r.payload, 'grantId'),
-      userCode: stringField(r.payload, 'userCode'),
-      uid: stringField(r.payload, 'uid'),
+      ...payloadColumns(r.payload),
       expiresAt: r.expiresAt,
       consumedAt: r.consumedAt,
       origin: r.origin,
