@@ -60,3 +60,23 @@ export function rssSplitMiB(pid: number): { anon: number; file: number } {
     return { anon: 0, file: 0 };
   }
 }
+
+/**
+ * RSS once these processes have settled after start-up. V8's memory reducer
+ * hands start-up garbage back some seconds after the last burst of
+ * allocation (the young generation shrinks from its start-up size), so
+ * "idle" is the level RSS stays at, not the first sample: sampled every
+ * 500 ms until it has not dropped by more than 1 MiB for `quietMs`, at most `maxMs`.
+ */
+export async function settledRssMiB(pids: () => number[], quietMs = 5_000, maxMs = 30_000): Promise<number> {
+  const start = Date.now();
+  let low = rssMiB(pids());
+  let lowSince = start;
+  while (Date.now() - lowSince < quietMs && Date.now() - start < maxMs) {
+    await new Promise((r) => setTimeout(r, 500));
+    const now = rssMiB(pids());
+    if (now < low - 1) lowSince = Date.now();
+    low = Math.min(low, now);
+  }
+  return low;
+}

@@ -31,7 +31,7 @@ import path from 'node:path';
 import { Agent, request } from 'undici';
 import { KiwiNode, REPO, UPSTREAM_PREFIX } from '../test/integration/harness/kiwi-node.js';
 import { freePort } from '../test/e2e/net.js';
-import { childrenOf, commOf, cpuSeconds, rssMiB, rssSplitMiB, tree } from './proc.js';
+import { childrenOf, commOf, cpuSeconds, rssMiB, rssSplitMiB, settledRssMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 5);
 const connections = Number(process.argv[3] ?? 32);
@@ -220,8 +220,8 @@ async function upstreamConnections(node: KiwiNode): Promise<number> {
 const WRAPPER_LIBRARIES = Object.keys((JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }).dependencies);
 
 /**
- * RSS of two idle reference processes, measured like the fronts (after the
- * same 2 s settle): Node alone, and Node with the wrapper's libraries
+ * RSS of two idle reference processes, measured like the wrapper (once
+ * settled): Node alone, and Node with the wrapper's libraries
  * imported — the memory floor under any wrapper built on them.
  */
 async function referenceRss(): Promise<{ bare: number; libraries: number }> {
@@ -232,8 +232,7 @@ async function referenceRss(): Promise<{ bare: number; libraries: number }> {
         child.once('exit', (c) => reject(new Error(`reference process exited ${c}`)));
         child.stdout!.once('data', () => resolve());
       });
-      await new Promise((r) => setTimeout(r, 2000));
-      return rssMiB([child.pid!]);
+      return await settledRssMiB(() => [child.pid!]);
     } finally {
       child.kill();
     }
@@ -309,10 +308,11 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
       if (status !== 200) throw new Error(`${row} ${p} answered ${status}, not 200`);
     }
   }
-  await new Promise((r) => setTimeout(r, 2000)); // let Kanidm's start-up work settle
-  // The wrapper's RSS, idle now and at its peak under load (sampled during its rows). (node-floor
-  // runs under tsx's loader, so its memory says nothing about a Node proxy's; referenceRss does.)
-  const rssIdle = rssMiB(fronts['kiwi-id'].pids());
+  // The wrapper's RSS, right after start, idle once settled, and at its peak under load (sampled
+  // during its rows). (node-floor runs under tsx's loader, so its memory says nothing about a
+  // Node proxy's; referenceRss does.) Settling also lets Kanidm's start-up work finish.
+  const rssStart = rssMiB(fronts['kiwi-id'].pids());
+  const rssIdle = await settledRssMiB(fronts['kiwi-id'].pids);
   const kiwiSplit = rssSplitMiB(kiwi.pid!);
   let rssPeak = rssIdle;
   const sampleRss = () => (rssPeak = Math.max(rssPeak, rssMiB(fronts['kiwi-id'].pids())));
@@ -357,7 +357,7 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
     summary.push(`| \`${p}\` | added latency, kiwi-id − direct | | ${f2(m('kiwi-id', 'p50') - m('direct', 'p50'))} | ${f2(m('kiwi-id', 'p99') - m('direct', 'p99'))} | | | | |`);
   }
   summary.push(
-    `kiwi-id RSS (all wrapper processes, Kanidm excluded): idle ${rssIdle.toFixed(0)} MiB (main process: ${kiwiSplit.anon.toFixed(0)} anonymous, ${kiwiSplit.file.toFixed(0)} file-backed), peak under load ${rssPeak.toFixed(0)} MiB`,
+    `kiwi-id RSS (all wrapper processes, Kanidm excluded): right after start ${rssStart.toFixed(0)} MiB, idle ${rssIdle.toFixed(0)} MiB once settled (main process: ${kiwiSplit.anon.toFixed(0)} anonymous, ${kiwiSplit.file.toFixed(0)} file-backed), peak under load ${rssPeak.toFixed(0)} MiB`,
   );
   const floors = await referenceRss();
   summary.push(`Node's own floor, idle: node alone ${floors.bare.toFixed(0)} MiB, node with the wrapper's libraries imported (nothing started) ${floors.libraries.toFixed(0)} MiB`);

@@ -75,3 +75,16 @@ test('wrapper pin check: match passes, mismatch throws with both hashes', async 
     return true;
   });
 });
+
+test('sha256File hashes files that span several reads of its buffer, and empty ones', async () => {
+  // 2.5 MiB of varying bytes: more than two reads of the 1 MiB buffer, with a partial last one.
+  const big = Buffer.alloc(2.5 * 2 ** 20);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 31 + (i >> 12)) & 0xff;
+  const bigFile = path.join(dir, 'several-buffers');
+  const emptyFile = path.join(dir, 'zero-bytes');
+  fs.writeFileSync(bigFile, big);
+  fs.writeFileSync(emptyFile, '');
+  assert.equal(await sha256File(bigFile), 'sha256:' + createHash('sha256').update(big).digest('hex'));
+  assert.equal(await sha256File(emptyFile), sha(''));
+  await assert.rejects(sha256File(path.join(dir, 'missing')), { code: 'ENOENT' });
+});
