@@ -15,11 +15,13 @@
 // (the keep-alive pool at work). Figures are printed, never asserted; the run
 // fails only if a request failed (non-2xx/3xx or a socket error).
 //
-// The whole comparison runs once per worker count (config key `workers`,
-// default phases 1 and 2): the wrapper is restarted between phases, direct
-// and nginx are measured again in each, so every phase is side by side.
+// The whole comparison runs once per phase, a phase being the wrapper's
+// config keys `workers` and, after a slash, `heap_growing_percent` (default
+// phases: 1 and 2 workers, then 1 worker with V8's own heap growth, `1/0`,
+// to show what the default 30 % trades). The wrapper is restarted between
+// phases; direct and nginx are measured again in each, so every phase is side by side.
 //
-//   npm run bench:proxy -- [seconds=5] [connections=32] [rounds=3] [workers=1,2]
+//   npm run bench:proxy -- [seconds=5] [connections=32] [rounds=3] [phases=1,2,1/0]
 //   KIWI_PROF=DIR adds a --cpu-prof of the wrapper (its primary with workers > 1) and of node-floor.
 // Needs: wrk and nginx (apt-get install wrk nginx-light), the pinned Kanidm
 // (scripts/install-upstream --prefix .kiwi-dev/upstream), a built wrapper
@@ -36,7 +38,15 @@ import { childrenOf, commOf, cpuSeconds, rssMiB, rssSplitMiB, settledRssMiB, tre
 const seconds = Number(process.argv[2] ?? 5);
 const connections = Number(process.argv[3] ?? 32);
 const rounds = Number(process.argv[4] ?? 3);
-const workerCounts = (process.argv[5] ?? '1,2').split(',').map(Number);
+/** A phase: `workers`, optionally `/heap_growing_percent`. */
+interface Phase {
+  workers: number;
+  heap?: number;
+}
+const phases: Phase[] = (process.argv[5] ?? '1,2,1/0').split(',').map((p) => {
+  const [w, h] = p.split('/');
+  return { workers: Number(w), heap: h === undefined ? undefined : Number(h) };
+});
 const PATHS = ['/status', '/ui/login'];
 const ROWS = ['direct', 'nginx', 'node-floor', 'kiwi-id'] as const;
 type Row = (typeof ROWS)[number];
@@ -168,20 +178,31 @@ async function initKiwi(node: KiwiNode): Promise<void> {
   await node.init();
 }
 
-/** `kiwi-id run` with `workers`, its output in a file (as a service manager would take it). */
-async function runKiwi(node: KiwiNode, workers: number): Promise<ChildProcess> {
-  fs.writeFileSync(node.config, fs.readFileSync(node.config, 'utf8').replace(/^workers = .*\n/m, '') + `workers = ${workers}\n`);
-  const out = fs.openSync(path.join(node.root, 'kiwi-id.out'), 'a', 0o600);
+/** `kiwi-id run` with the phase's keys, its output in a file (as a service manager would take it). */
+async function runKiwi(node: KiwiNode, ph: Phase): Promise<ChildProcess> {
+  const keys = `workers = ${ph.workers}\n` + (ph.heap === undefined ? '' : `heap_growing_percent = ${ph.heap}\n`);
+  fs.writeFileSync(node.config, fs.readFileSync(node.config, 'utf8').replace(/^(workers|heap_growing_percent) = .*\n/gm, '') + keys);
+  const outPath = path.join(node.root, 'kiwi-id.out');
+  const out = fs.openSync(outPath, 'a', 0o600);
+  const started = fs.fstatSync(out).size; // this run's output starts here, after earlier phases'
   const child = spawn(process.execPath, [...profFlags(), path.join(REPO, 'wrapper/bin/kiwi-id.js'), '-c', node.config, 'run'], {
     stdio: ['ignore', out, out],
     env: { ...process.env, HOME: path.join(node.root, 'cli-home') },
   });
   fs.closeSync(out);
   node.child = child;
-  const log = () => fs.readFileSync(path.join(node.root, 'kiwi-id.out'), 'utf8');
-  const started = log().length;
+  // This run's start-up output: its first MiB is plenty (an earlier phase's access log runs to hundreds of MB, never read).
+  const log = () => {
+    const fd = fs.openSync(outPath, 'r');
+    try {
+      const buf = Buffer.alloc(Math.min(fs.fstatSync(fd).size - started, 1 << 20));
+      return buf.subarray(0, fs.readSync(fd, buf, 0, buf.length, started)).toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
   // Ready, and every worker listening (the primary logs "listening" once all are).
-  await until('kiwi-id ready', async () => (await get(node.listenPort, '/readyz', node.caPath)) === 200 && log().slice(started).includes('"msg":"listening"'), () =>
+  await until('kiwi-id ready', async () => (await get(node.listenPort, '/readyz', node.caPath)) === 200 && log().includes('"msg":"listening"'), () =>
     child.exitCode !== null ? `kiwi-id run exited ${child.exitCode}: ${log().slice(-2000)}` : '',
   );
   return child;
@@ -277,11 +298,11 @@ const cleanup = () =>
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void cleanup().finally(() => process.exit(130)));
 try {
   await initKiwi(node);
-  for (const workers of workerCounts) {
-    const kiwi = await runKiwi(node, workers);
+  for (const ph of phases) {
+    const kiwi = await runKiwi(node, ph);
     nginx ??= await startNginx(nginxDir, node);
     floor ??= await startFloor(node);
-    await phase(kiwi, nginx, floor, workers);
+    await phase(kiwi, nginx, floor, ph);
     await node.stop('SIGTERM');
   }
   console.log(summary.join('\n'));
@@ -293,7 +314,7 @@ try {
   await cleanup();
 }
 
-async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProcess }, flr: { port: number; child: ChildProcess }, workers: number): Promise<void> {
+async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProcess }, flr: { port: number; child: ChildProcess }, ph: Phase): Promise<void> {
   const kanidmPid = childrenOf(kiwi.pid!).find((p) => commOf(p) === 'kanidmd');
   if (!kanidmPid) throw new Error('kanidmd not found under kiwi-id run');
   const fronts: Record<Row, { port: number; pids: () => number[] }> = {
@@ -318,7 +339,7 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
   const sampleRss = () => (rssPeak = Math.max(rssPeak, rssMiB(fronts['kiwi-id'].pids())));
   const connsBefore = await upstreamConnections(node);
 
-  const title = `kiwi-id with workers = ${workers}: reverse proxy in front of Kanidm 1.11.1, wrk -t1 -c${connections}, ${seconds}s per row, ${rounds} rounds, ${os.cpus().length} cores`;
+  const title = `kiwi-id with workers = ${ph.workers}${ph.heap === undefined ? '' : `, heap_growing_percent = ${ph.heap}`}: reverse proxy in front of Kanidm 1.11.1, wrk -t1 -c${connections}, ${seconds}s per row, ${rounds} rounds, ${os.cpus().length} cores`;
   console.log(title);
   const results: Record<string, Record<Row, Array<Load & { frontCpu: number; kanidmCpu: number }>>> = {};
   for (const p of PATHS) {

@@ -1,5 +1,6 @@
 // Child process for bench/token.ts: the issuer behind the front door, with
 // `chains` signed-in grants ready to refresh. Prints {port, secret, tokens}.
+//   token-server.ts chains [sqlite|memory] [heap_growing_percent]
 // Its state store is Kiwi ID's SQLite store, or with `memory` a Map (the
 // ceiling without durable state; bench/memory-state-store.ts).
 import fs from 'node:fs';
@@ -20,9 +21,13 @@ import { SqliteStateStore, type StateStore } from '../wrapper/src/state/store.js
 import { MemoryStateStore } from './memory-state-store.js';
 import { generateDevCertificate } from '../wrapper/src/crypto/tls-certs.js';
 import { proxyAgent, upstreamTls } from '../wrapper/src/upstream/tls.js';
+import { tuneHeapGrowth } from '../wrapper/src/lifecycle/heap.js';
+import { DEFAULT_HEAP_GROWING_PERCENT } from '../wrapper/src/config/config.js';
 
 const chains = Number(process.argv[2] ?? 16);
 const storeKind = process.argv[3] ?? 'sqlite';
+// The heap growth `kiwi-id run` would set (lifecycle/heap.ts), by default its default.
+tuneHeapGrowth(Number(process.argv[4] ?? DEFAULT_HEAP_GROWING_PERCENT));
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-token-bench-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 process.on('SIGTERM', () => process.exit(0));

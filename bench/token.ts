@@ -5,10 +5,12 @@
 // new refresh token and signed id_token are produced for real.
 //
 // The issuer alone (in-process, no Kanidm): the cost of Kiwi ID's own token
-// work. Two issuers are measured in alternating rounds of the same run: one
-// with Kiwi ID's SQLite state store, one with the state in a Map (no
-// durability: the ceiling of any store, showing what oidc-provider, HTTP and
-// signing cost alone). Kiwi ID's token endpoint next to Kanidm's own, on a
+// work. Three issuers are measured in alternating rounds of the same run:
+// Kiwi ID as configured by default (SQLite state store); the same with the
+// state in a Map (no durability: the ceiling of any store, showing what
+// oidc-provider, HTTP and signing cost alone); and Kiwi ID with V8's own
+// heap growth (`heap_growing_percent = 0`), to show what the default trades.
+// Each issuer's peak RSS during its rounds is printed too. Kiwi ID's token endpoint next to Kanidm's own, on a
 // real node, is bench/signin.ts.
 //
 //   node --import tsx bench/token.ts [seconds=5] [chains=16] [rounds=3]
@@ -17,13 +19,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Pool } from 'undici';
-import { cpuSeconds } from './proc.js';
+import { cpuSeconds, rssMiB } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 5);
 const chains = Number(process.argv[3] ?? 16);
 const rounds = Number(process.argv[4] ?? 3);
-const STORES = ['sqlite', 'memory'] as const;
-type Store = (typeof STORES)[number];
+/** The issuers compared: their state store and heap_growing_percent (undefined: Kiwi ID's default). */
+const VARIANTS = {
+  sqlite: { store: 'sqlite', heap: undefined, label: 'kiwi-id (SQLite state store)' },
+  memory: { store: 'memory', heap: undefined, label: 'ceiling (state in a Map, no durability)' },
+  'v8-heap': { store: 'sqlite', heap: 0, label: 'kiwi-id, heap_growing_percent = 0' },
+} as const;
+type Store = keyof typeof VARIANTS;
+const STORES = Object.keys(VARIANTS) as Store[];
 // KIWI_PROF=DIR: the servers write a --cpu-prof profile there (NODE_OPTIONS refuses --cpu-prof).
 const prof = process.env.KIWI_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.KIWI_PROF}`] : [];
 
@@ -35,7 +43,9 @@ interface Issuer {
 }
 
 async function start(store: Store): Promise<Issuer> {
-  const child = spawn(process.execPath, [...prof, '--import', 'tsx', path.join(import.meta.dirname, 'token-server.ts'), String(chains), store], {
+  const v = VARIANTS[store];
+  const args = [path.join(import.meta.dirname, 'token-server.ts'), String(chains), v.store, ...(v.heap === undefined ? [] : [String(v.heap)])];
+  const child = spawn(process.execPath, [...prof, '--import', 'tsx', ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   try {
@@ -84,16 +94,19 @@ interface Round {
   p50: number;
   p99: number;
   cpuPerRequest: number; // µs of the issuer process
+  peakRss: number; // MiB
 }
 
 async function round(issuer: Issuer): Promise<Round> {
   const start = Date.now();
   const cpu0 = cpuSeconds([issuer.child.pid!]);
-  const lat = await run(issuer, seconds * 1000);
+  let peakRss = rssMiB([issuer.child.pid!]);
+  const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssMiB([issuer.child.pid!]))), 200);
+  const lat = await run(issuer, seconds * 1000).finally(() => clearInterval(sampler));
   const cpu = cpuSeconds([issuer.child.pid!]) - cpu0;
   lat.sort((a, b) => a - b);
   const pct = (p: number) => lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))]!;
-  return { rps: lat.length / ((Date.now() - start) / 1000), p50: pct(50), p99: pct(99), cpuPerRequest: (cpu / lat.length) * 1e6 };
+  return { rps: lat.length / ((Date.now() - start) / 1000), p50: pct(50), p99: pct(99), cpuPerRequest: (cpu / lat.length) * 1e6, peakRss };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -107,19 +120,20 @@ try {
     for (const s of STORES) {
       const x = await round(issuers.get(s)!);
       results.get(s)!.push(x);
-      console.log(`  round ${r + 1}  ${s.padEnd(6)} ${x.rps.toFixed(0).padStart(6)} req/s   p50 ${x.p50.toFixed(1)} ms   p99 ${x.p99.toFixed(1)} ms   issuer CPU ${x.cpuPerRequest.toFixed(0)} µs/request`);
+      console.log(`  round ${r + 1}  ${s.padEnd(7)} ${x.rps.toFixed(0).padStart(6)} req/s   p50 ${x.p50.toFixed(1)} ms   p99 ${x.p99.toFixed(1)} ms   issuer CPU ${x.cpuPerRequest.toFixed(0)} µs/request   peak RSS ${x.peakRss.toFixed(0)} MiB`);
     }
   }
   const m = (s: Store, k: keyof Round) => median(results.get(s)!.map((x) => x[k]));
   console.log(`medians over ${rounds} rounds (per core = requests per CPU-second of the issuer's process, client load excluded):`);
   for (const s of STORES) {
-    const label = s === 'sqlite' ? 'kiwi-id (SQLite state store)' : 'ceiling (state in a Map, no durability)';
+    const label = VARIANTS[s].label;
     console.log(
       `  ${label.padEnd(40)} ${m(s, 'rps').toFixed(0).padStart(6)} req/s   p50 ${m(s, 'p50').toFixed(1)} ms   p99 ${m(s, 'p99').toFixed(1)} ms   ` +
-        `${m(s, 'cpuPerRequest').toFixed(0)} µs/request = ${(1e6 / m(s, 'cpuPerRequest')).toFixed(0)} requests/s per core`,
+        `${m(s, 'cpuPerRequest').toFixed(0)} µs/request = ${(1e6 / m(s, 'cpuPerRequest')).toFixed(0)} requests/s per core   peak RSS ${Math.max(...results.get(s)!.map((x) => x.peakRss)).toFixed(0)} MiB`,
     );
   }
   console.log(`  the SQLite store's share of a grant's CPU: ${(100 * (1 - m('memory', 'cpuPerRequest') / m('sqlite', 'cpuPerRequest'))).toFixed(0)} %`);
+  console.log(`  CPU per grant, default heap growth vs V8's own: ${(m('sqlite', 'cpuPerRequest') / m('v8-heap', 'cpuPerRequest')).toFixed(2)}×`);
 } finally {
   for (const i of issuers.values()) {
     await i.pool.close();

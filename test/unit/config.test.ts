@@ -86,6 +86,7 @@ upstream_timeout = "1h"
 max_body_size = "64KiB"
 max_header_size = 8192
 workers = 2
+heap_growing_percent = 0
 node_id = "kiwi-1.bridge"
 issuer_aliases = ["https://10.10.20.10:9443"]
 
@@ -144,6 +145,7 @@ client_secret_file = "secrets/kanidm-client"
     max_body_size: 65_536,
     max_header_size: 8192,
     workers: 2,
+    heap_growing_percent: 0,
     tokens: {
       access_token_ttl: 300,
       refresh_token_ttl: 7200,
@@ -196,6 +198,7 @@ test('a minimal config gets the documented defaults', () => {
   assert.equal(c.max_body_size, 1_048_576);
   assert.equal(c.max_header_size, 16_384);
   assert.equal(c.workers, 1);
+  assert.equal(c.heap_growing_percent, 30);
   assert.deepEqual(c.tokens, {
     access_token_ttl: 900,
     refresh_token_ttl: 86400,
@@ -265,6 +268,8 @@ test('bad values', () => {
   assertRejected(minimal('max_header_size = "16KB"'), 'max_header_size', /is not a byte size/);
   assertRejected(minimal('workers = 0'), 'workers', /an integer from 1 to 64, got integer 0/);
   assertRejected(minimal('workers = "auto"'), 'workers', /an integer from 1 to 64, got string/);
+  assertRejected(minimal('heap_growing_percent = 301'), 'heap_growing_percent', /an integer from 0 to 300, got integer 301/);
+  assertRejected(minimal('heap_growing_percent = 1.5'), 'heap_growing_percent', /an integer from 0 to 300, got float 1.5/);
   assertRejected(minimal('log_level = "verbose"'), 'log_level', /one of error, warn, info, debug, trace/);
   assertRejected(minimal('issuer = "http://id.example.com"'), 'issuer', /must use https/);
   assertRejected(minimal('issuer = "https://id.example.com/"'), 'issuer', /must not end with a slash/);

@@ -165,3 +165,17 @@ test('redactLine stays linear on long pathological lines', () => {
   for (const s of ['a'.repeat(200_000), 'a-'.repeat(100_000), '"'.repeat(200_000), 'x=' + 'y'.repeat(200_000)]) redactLine(s);
   assert.ok(process.hrtime.bigint() - started < 10_000_000_000n, 'took more than 10 s: super-linear matching');
 });
+
+test('every line carries the time it was written as an ISO 8601 UTC string', () => {
+  const out = memoryStream();
+  const log = createLogger({ level: 'info', component: 'proxy', destination: out });
+  const before = Date.now();
+  for (let i = 0; i < 50; i++) log.info({ i }, 'tick'); // many lines within one millisecond share its text
+  const after = Date.now();
+  for (const line of out.lines()) {
+    const time = line.time as string;
+    assert.match(time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    const t = Date.parse(time);
+    assert.ok(t >= before && t <= after, `${time} outside the logging window`);
+  }
+});

@@ -56,6 +56,8 @@ export interface KiwiConfig {
   readonly drain_timeout_ms: number;
   /** Processes serving the listener (1: one process; more: a primary that supervises Kanidm plus this many workers). */
   readonly workers: number;
+  /** V8's old-generation growing factor as a percent over the live heap (0: V8 chooses; lifecycle/heap.ts). */
+  readonly heap_growing_percent: number;
   readonly upstream_timeout_ms: number;
   readonly max_body_size: number;
   readonly max_header_size: number;
@@ -82,12 +84,15 @@ export interface ValidateOptions {
   checkFiles?: boolean;
 }
 
+/** `heap_growing_percent` unless configured (lifecycle/heap.ts says why). */
+export const DEFAULT_HEAP_GROWING_PERCENT = 30;
+
 const TOP_KEYS = [
   'listen_addr', 'issuer', 'tls_cert', 'tls_key', 'upstream_addr', 'upstream_bin', 'upstream_cli',
   'upstream_config', 'upstream_ca', 'upstream_db_path', 'compatibility_file', 'health_check_interval',
   'health_check_timeout', 'jwt_private_key', 'jwt_public_key', 'log_level', 'log_dir', 'data_dir',
   'drain_timeout', 'upstream_timeout', 'max_body_size', 'max_header_size', 'auth_rate_limit', 'tokens', 'clients',
-  'upstream_oauth2', 'federation', 'backchannel_logout', 'workers', ...CLUSTER_TOP_KEYS,
+  'upstream_oauth2', 'federation', 'backchannel_logout', 'workers', 'heap_growing_percent', ...CLUSTER_TOP_KEYS,
 ] as const;
 
 const TOKEN_DEFAULTS: Required<TokenTtls> = {
@@ -161,13 +166,17 @@ class Section extends SectionReader {
     return v;
   }
 
-  /** A whole number from 1 to `max`. */
-  between1And(key: string, fallback: number, max: number): number {
+  /** A whole number from `min` to `max`. */
+  between(key: string, fallback: number, min: number, max: number): number {
     const v = this.table[key] ?? fallback;
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1 || v > max) {
-      throw this.error(key, `expected an integer from 1 to ${max}, got ${tomlType(v)} ${String(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+      throw this.error(key, `expected an integer from ${min} to ${max}, got ${tomlType(v)} ${String(v)}`);
     }
     return v;
+  }
+
+  between1And(key: string, fallback: number, max: number): number {
+    return this.between(key, fallback, 1, max);
   }
 
   positiveInt(key: string, fallback: number): number {
@@ -336,6 +345,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     data_dir,
     drain_timeout_ms: top.durationMs('drain_timeout', '10s'),
     workers: top.between1And('workers', 1, 64),
+    heap_growing_percent: top.between('heap_growing_percent', DEFAULT_HEAP_GROWING_PERCENT, 0, 300),
     upstream_timeout_ms: top.durationMs('upstream_timeout', '30s'),
     max_body_size: top.byteSize('max_body_size', '1MiB'),
     max_header_size: top.byteSize('max_header_size', '16KiB'),

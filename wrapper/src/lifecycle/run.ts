@@ -7,12 +7,15 @@ import { createLogger } from '../telemetry/log.js';
 import { createMetrics } from '../telemetry/metrics.js';
 import { verifyPinned } from '../upstream/pin.js';
 import { supervisedKanidmControl } from '../upstream/control.js';
+import { tuneHeapGrowth } from './heap.js';
 import { serveListener } from './listener.js';
 import type { Running } from './running.js';
 import { createSupervisor } from './upkeep.js';
 import { startPrimary, startWorker } from './workers.js';
 
 export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
+  // Every serving process (the one process, or the primary and each worker) holds its heap near its live size.
+  tuneHeapGrowth(cfg.heap_growing_percent);
   // More than one worker: the primary supervises Kanidm, the workers serve (lifecycle/workers.ts).
   if (cfg.workers > 1) {
     // The multi-node cluster (gossip listener, Kanidm replication) lives in

@@ -46,10 +46,27 @@ const SINKS = Symbol('kiwi.logSinks');
 const ROOT = Symbol('kiwi.rootLogger');
 type Sink = DestinationStream & { fd?: number };
 
+/**
+ * pino's isoTime, formatted once per millisecond: under load Kanidm's relayed
+ * output alone is several lines per request (~0.9 KB per `/ui/login`), and
+ * `toISOString` per line was 6 % of the relay's CPU in a profile (1–3 of
+ * 44 µs per request measured). Same text as isoTime.
+ */
+let isoAt = -1;
+let isoText = '';
+function isoTimeCached(): string {
+  const now = Date.now();
+  if (now !== isoAt) {
+    isoAt = now;
+    isoText = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return isoText;
+}
+
 function loggerOptions(level: LogLevel) {
   return {
     level,
-    timestamp: pino.stdTimeFunctions.isoTime,
+    timestamp: isoTimeCached,
     formatters: { level: (label: string) => ({ level: label }) },
   };
 }
