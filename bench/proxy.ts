@@ -26,23 +26,19 @@
 // Needs: wrk and nginx (apt-get install wrk nginx-light), the pinned Kanidm
 // (scripts/install-upstream --prefix .kiwi-dev/upstream), a built wrapper
 // (npm run build; the npm script does it).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Agent, request } from 'undici';
+import { request } from 'undici';
 import { KiwiNode, REPO, UPSTREAM_PREFIX } from '../test/integration/harness/kiwi-node.js';
 import { freePort } from '../test/e2e/net.js';
+import { agentFor, closeAgents, get, initKiwi, need, profFlags, runKiwi, until, wrk, type Load, type Phase } from './kiwi-front.js';
 import { childrenOf, commOf, cpuSeconds, rssMiB, rssSplitMiB, settledRssMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 5);
 const connections = Number(process.argv[3] ?? 32);
 const rounds = Number(process.argv[4] ?? 3);
-/** A phase: `workers`, optionally `/heap_growing_percent`. */
-interface Phase {
-  workers: number;
-  heap?: number;
-}
 const phases: Phase[] = (process.argv[5] ?? '1,2,1/0').split(',').map((p) => {
   const [w, h] = p.split('/');
   return { workers: Number(w), heap: h === undefined ? undefined : Number(h) };
@@ -51,53 +47,8 @@ const PATHS = ['/status', '/ui/login'];
 const ROWS = ['direct', 'nginx', 'node-floor', 'kiwi-id'] as const;
 type Row = (typeof ROWS)[number];
 
-function need(bin: string, hint: string): string {
-  const found = spawnSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' }).stdout.trim();
-  if (!found) throw new Error(`${bin} not found: ${hint}`);
-  return found;
-}
 
 
-// ---------------------------------------------------------------------------
-// Load: wrk
-
-interface Load {
-  rps: number;
-  requests: number;
-  p50: number; // ms
-  p99: number;
-  failures: number;
-}
-
-const ms = (v: string, unit: string) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN);
-
-function wrk(port: number, urlPath: string, duration: number, onTick?: () => void): Promise<Load> {
-  return new Promise((resolve, reject) => {
-    // Every front is reached by address; Host names the public origin, as a browser would.
-    const child = spawn('wrk', ['-t1', `-c${connections}`, `-d${duration}s`, '--latency', '-H', `Host: localhost:${port}`, `https://127.0.0.1:${port}${urlPath}`], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (out += d));
-    const ticker = onTick ? setInterval(onTick, 250) : null;
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      if (ticker) clearInterval(ticker);
-      const lat = (p: string) => {
-        const m = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s)`, 'm').exec(out);
-        return m ? ms(m[1]!, m[2]!) : NaN;
-      };
-      const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
-      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
-      const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
-      const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-      const sockErrors = socket ? socket.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
-      if (code !== 0 || !Number.isFinite(rps)) return reject(new Error(`wrk failed (${code}): ${out}`));
-      resolve({ rps, requests, p50: lat('50'), p99: lat('99'), failures: non2xx + sockErrors });
-    });
-  });
-}
 
 // ---------------------------------------------------------------------------
 // The three fronts
@@ -151,8 +102,6 @@ http {
   return { port, child };
 }
 
-/** KIWI_PROF=DIR: the Node fronts write a --cpu-prof profile there when they stop (NODE_OPTIONS refuses --cpu-prof). */
-const profFlags = () => (process.env.KIWI_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.KIWI_PROF}`] : []);
 
 /** bench/proxy-floor.ts on a free port, with the wrapper's certificate, in front of the same Kanidm. */
 async function startFloor(node: KiwiNode): Promise<{ port: number; child: ChildProcess }> {
@@ -171,66 +120,13 @@ async function startFloor(node: KiwiNode): Promise<{ port: number; child: ChildP
   return { port, child };
 }
 
-/** First boot of Kiwi ID and Kanidm with the harness; one log destination (stdout, to a file here), like nginx's access log. */
-async function initKiwi(node: KiwiNode): Promise<void> {
-  await node.writeConfig();
-  fs.writeFileSync(node.config, fs.readFileSync(node.config, 'utf8').replace(/^log_dir = .*$/m, ''));
-  await node.init();
-}
 
-/** `kiwi-id run` with the phase's keys, its output in a file (as a service manager would take it). */
-async function runKiwi(node: KiwiNode, ph: Phase): Promise<ChildProcess> {
-  const keys = `workers = ${ph.workers}\n` + (ph.heap === undefined ? '' : `heap_growing_percent = ${ph.heap}\n`);
-  fs.writeFileSync(node.config, fs.readFileSync(node.config, 'utf8').replace(/^(workers|heap_growing_percent) = .*\n/gm, '') + keys);
-  const outPath = path.join(node.root, 'kiwi-id.out');
-  const out = fs.openSync(outPath, 'a', 0o600);
-  const started = fs.fstatSync(out).size; // this run's output starts here, after earlier phases'
-  const child = spawn(process.execPath, [...profFlags(), path.join(REPO, 'wrapper/bin/kiwi-id.js'), '-c', node.config, 'run'], {
-    stdio: ['ignore', out, out],
-    env: { ...process.env, HOME: path.join(node.root, 'cli-home') },
-  });
-  fs.closeSync(out);
-  node.child = child;
-  // This run's start-up output: its first MiB is plenty (an earlier phase's access log runs to hundreds of MB, never read).
-  const log = () => {
-    const fd = fs.openSync(outPath, 'r');
-    try {
-      const buf = Buffer.alloc(Math.min(fs.fstatSync(fd).size - started, 1 << 20));
-      return buf.subarray(0, fs.readSync(fd, buf, 0, buf.length, started)).toString('utf8');
-    } finally {
-      fs.closeSync(fd);
-    }
-  };
-  // Ready, and every worker listening (the primary logs "listening" once all are).
-  await until('kiwi-id ready', async () => (await get(node.listenPort, '/readyz', node.caPath)) === 200 && log().includes('"msg":"listening"'), () =>
-    child.exitCode !== null ? `kiwi-id run exited ${child.exitCode}: ${log().slice(-2000)}` : '',
-  );
-  return child;
-}
 
-const agents = new Map<string, Agent>();
-async function get(port: number, urlPath: string, caPath: string): Promise<number> {
-  let agent = agents.get(caPath);
-  if (!agent) agents.set(caPath, (agent = new Agent({ connect: { ca: fs.readFileSync(caPath), servername: 'localhost' } })));
-  const res = await request(`https://127.0.0.1:${port}${urlPath}`, { dispatcher: agent, headers: { host: `localhost:${port}` } });
-  await res.body.dump();
-  return res.statusCode;
-}
 
-async function until(what: string, ok: () => Promise<boolean>, dead: () => string, timeoutMs = 180_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    const why = dead();
-    if (why) throw new Error(why);
-    if (await ok().catch(() => false)) return;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 async function upstreamConnections(node: KiwiNode): Promise<number> {
   const res = await request(`https://127.0.0.1:${node.listenPort}/metrics`, {
-    dispatcher: agents.get(node.caPath),
+    dispatcher: agentFor(node.caPath),
     headers: { host: `localhost:${node.listenPort}` },
   });
   const text = await res.body.text();
@@ -293,7 +189,7 @@ const cleanup = () =>
     if (floor && floor.child.exitCode === null) await new Promise((r) => floor!.child.once('exit', r));
     fs.rmSync(nginxDir, { recursive: true, force: true });
     await node.close();
-    for (const a of agents.values()) await a.close();
+    await closeAgents();
   })());
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void cleanup().finally(() => process.exit(130)));
 try {
@@ -344,13 +240,13 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
   const results: Record<string, Record<Row, Array<Load & { frontCpu: number; kanidmCpu: number }>>> = {};
   for (const p of PATHS) {
     results[p] = { direct: [], nginx: [], 'node-floor': [], 'kiwi-id': [] };
-    for (const row of ROWS) await wrk(fronts[row].port, p, 2); // warm-up: JIT, pools, caches
+    for (const row of ROWS) await wrk(fronts[row].port, p, 2, connections); // warm-up: JIT, pools, caches
     for (let r = 0; r < rounds; r++) {
       for (const row of ROWS) {
         const pids = fronts[row].pids();
         const c0 = cpuSeconds(pids);
         const k0 = cpuSeconds([kanidmPid]);
-        const load = await wrk(fronts[row].port, p, seconds, row === 'kiwi-id' ? sampleRss : undefined);
+        const load = await wrk(fronts[row].port, p, seconds, connections, row === 'kiwi-id' ? sampleRss : undefined);
         const frontCpu = ((cpuSeconds(pids) - c0) / load.requests) * 1e6;
         const kanidmCpu = ((cpuSeconds([kanidmPid]) - k0) / load.requests) * 1e6;
         failures += load.failures;

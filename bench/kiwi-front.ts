@@ -1,0 +1,130 @@
+// What the benchmarks that run a whole Kiwi ID node share: first boot and
+// `kiwi-id run` of a node with the integration harness (Kanidm 1.11.1
+// included), simple requests, waiting on a condition, and wrk as the load
+// generator. Used by bench/proxy.ts and bench/memory.ts.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Agent, request } from 'undici';
+import { REPO, type KiwiNode } from '../test/integration/harness/kiwi-node.js';
+
+/** A phase: `workers`, optionally `/heap_growing_percent`. */
+export interface Phase {
+  workers: number;
+  heap?: number;
+}
+
+export function need(bin: string, hint: string): string {
+  const found = spawnSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' }).stdout.trim();
+  if (!found) throw new Error(`${bin} not found: ${hint}`);
+  return found;
+}
+
+export interface Load {
+  rps: number;
+  requests: number;
+  p50: number; // ms
+  p99: number;
+  failures: number;
+}
+
+const ms = (v: string, unit: string) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN);
+
+export function wrk(port: number, urlPath: string, duration: number, connections: number, onTick?: () => void): Promise<Load> {
+  return new Promise((resolve, reject) => {
+    // Every front is reached by address; Host names the public origin, as a browser would.
+    const child = spawn('wrk', ['-t1', `-c${connections}`, `-d${duration}s`, '--latency', '-H', `Host: localhost:${port}`, `https://127.0.0.1:${port}${urlPath}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const ticker = onTick ? setInterval(onTick, 250) : null;
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (ticker) clearInterval(ticker);
+      const lat = (p: string) => {
+        const m = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s)`, 'm').exec(out);
+        return m ? ms(m[1]!, m[2]!) : NaN;
+      };
+      const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
+      const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
+      const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+      const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+      const sockErrors = socket ? socket.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+      if (code !== 0 || !Number.isFinite(rps)) return reject(new Error(`wrk failed (${code}): ${out}`));
+      resolve({ rps, requests, p50: lat('50'), p99: lat('99'), failures: non2xx + sockErrors });
+    });
+  });
+}
+
+/** KIWI_PROF=DIR: the Node fronts write a --cpu-prof profile there when they stop (NODE_OPTIONS refuses --cpu-prof). */
+export const profFlags = () => (process.env.KIWI_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.KIWI_PROF}`] : []);
+
+/** First boot of Kiwi ID and Kanidm with the harness; one log destination (stdout, to a file here), like nginx's access log. */
+export async function initKiwi(node: KiwiNode): Promise<void> {
+  await node.writeConfig();
+  fs.writeFileSync(node.config, fs.readFileSync(node.config, 'utf8').replace(/^log_dir = .*$/m, ''));
+  await node.init();
+}
+
+/** `kiwi-id run` with the phase's keys, its output in a file (as a service manager would take it). */
+export async function runKiwi(node: KiwiNode, ph: Phase): Promise<ChildProcess> {
+  const keys = `workers = ${ph.workers}\n` + (ph.heap === undefined ? '' : `heap_growing_percent = ${ph.heap}\n`);
+  fs.writeFileSync(node.config, fs.readFileSync(node.config, 'utf8').replace(/^(workers|heap_growing_percent) = .*\n/gm, '') + keys);
+  const outPath = path.join(node.root, 'kiwi-id.out');
+  const out = fs.openSync(outPath, 'a', 0o600);
+  const started = fs.fstatSync(out).size; // this run's output starts here, after earlier phases'
+  const child = spawn(process.execPath, [...profFlags(), path.join(REPO, 'wrapper/bin/kiwi-id.js'), '-c', node.config, 'run'], {
+    stdio: ['ignore', out, out],
+    env: { ...process.env, HOME: path.join(node.root, 'cli-home') },
+  });
+  fs.closeSync(out);
+  node.child = child;
+  // This run's start-up output: its first MiB is plenty (an earlier phase's access log runs to hundreds of MB, never read).
+  const log = () => {
+    const fd = fs.openSync(outPath, 'r');
+    try {
+      const buf = Buffer.alloc(Math.min(fs.fstatSync(fd).size - started, 1 << 20));
+      return buf.subarray(0, fs.readSync(fd, buf, 0, buf.length, started)).toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+  // Ready, and every worker listening (the primary logs "listening" once all are).
+  await until('kiwi-id ready', async () => (await get(node.listenPort, '/readyz', node.caPath)) === 200 && log().includes('"msg":"listening"'), () =>
+    child.exitCode !== null ? `kiwi-id run exited ${child.exitCode}: ${log().slice(-2000)}` : '',
+  );
+  return child;
+}
+
+const agents = new Map<string, Agent>();
+/** GET through a keep-alive agent per CA (kept until closeAgents); the status code. */
+export async function get(port: number, urlPath: string, caPath: string): Promise<number> {
+  let agent = agents.get(caPath);
+  if (!agent) agents.set(caPath, (agent = new Agent({ connect: { ca: fs.readFileSync(caPath), servername: 'localhost' } })));
+  const res = await request(`https://127.0.0.1:${port}${urlPath}`, { dispatcher: agent, headers: { host: `localhost:${port}` } });
+  await res.body.dump();
+  return res.statusCode;
+}
+
+export async function until(what: string, ok: () => Promise<boolean>, dead: () => string, timeoutMs = 180_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const why = dead();
+    if (why) throw new Error(why);
+    if (await ok().catch(() => false)) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** The agent `get` uses for this CA (e.g. to read /metrics on the same connections). */
+export function agentFor(caPath: string): Agent | undefined {
+  return agents.get(caPath);
+}
+
+export async function closeAgents(): Promise<void> {
+  for (const a of agents.values()) await a.close();
+  agents.clear();
+}
