@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac, generateKeyPairSync, sign as cryptoSign } from 'node:crypto';
+import fc from 'fast-check';
 import { SignJWT } from 'jose';
 import { verify, algorithmFor, TokenError } from '../../wrapper/src/crypto/verify.js';
 
@@ -112,6 +113,9 @@ test('verdicts match jose jwtVerify across valid and malformed tokens', async ()
     'four parts': `${valid}.x`,
     'two parts': `${h}.${p}`,
     'signature not base64url': `${h}.${p}.${s}+/`,
+    'signature of a length base64 cannot have': `${h}.${p}.${s}AAA`,
+    'header of a length base64 cannot have': `${h}${'A'.repeat(((1 - (h.length % 4)) + 4) % 4 || 4)}.${p}.${s}`,
+    'payload of a length base64 cannot have': `${h}.${p}${'A'.repeat(((1 - (p.length % 4)) + 4) % 4 || 4)}.${s}`,
     'header not an object': rawToken([] as never, good()),
     'payload not JSON': rawToken(hdr, b64('x').slice(0, 3)),
     'payload an array': rawToken(hdr, [1, 2]),
@@ -187,4 +191,17 @@ test('ES384 keys verify; short RSA keys and private JWKs are refused', async () 
   const rsa1024 = generateKeyPairSync('rsa', { modulusLength: 1024 });
   assert.throws(() => verifySync(t, rsa1024.publicKey, { issuer: ISS, audience: AUD }), (e: unknown) => e instanceof TokenError && e.code === 'unsupported_key');
   assert.throws(() => verifySync(t, ec.privateKey.export({ format: 'jwk' }), { issuer: ISS, audience: AUD }), (e: unknown) => e instanceof TokenError && e.code === 'unsupported_key');
+});
+
+test('claims of any size and script come back as signed (every base64url length, UTF-8)', async () => {
+  // Payload lengths cover all three unpadded base64url remainders; strings
+  // include multi-byte characters split across base64 quanta.
+  const o = { issuer: ISS, audience: AUD };
+  await fc.assert(
+    fc.asyncProperty(fc.dictionary(fc.string({ minLength: 1, maxLength: 8 }).filter((k) => !['iss', 'aud', 'exp', 'iat', 'sub', 'nbf', 'cnf', '__proto__'].includes(k)), fc.string({ unit: 'grapheme', maxLength: 40 }), { maxKeys: 6 }), async (extra) => {
+      const claims = await verify(await sign(extra), pubPem, o);
+      for (const [k, v] of Object.entries(extra)) assert.equal(claims[k], v);
+    }),
+    { numRuns: 60 },
+  );
 });

@@ -177,7 +177,11 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
   return proto === null || proto === Object.prototype;
 }
 
+/** A length of 4n+1 is no base64 at all: Node's decoder would drop the stray character, jose refuses it. */
+const canBeBase64 = (segment: string) => segment.length % 4 !== 1;
+
 function decodeJson(segment: string, code: string, what: string): Record<string, unknown> {
+  if (!canBeBase64(segment)) fail(code, `${what} is not base64url-encoded JSON`);
   let parsed: unknown;
   try {
     parsed = JSON.parse(utf8.decode(Buffer.from(segment, 'base64url')));
@@ -205,6 +209,7 @@ function parseCompact(token: string): Jws {
   const payload = token.slice(dot1 + 1, dot2);
   const sig = token.slice(dot2 + 1);
   if (!BASE64URL.test(h) || !BASE64URL.test(payload) || !BASE64URL.test(sig)) fail('ERR_JWS_INVALID', 'JWS parts must be base64url');
+  if (!canBeBase64(sig)) fail('ERR_JWS_INVALID', 'JWS signature is not base64url');
   return {
     header: decodeJson(h, 'ERR_JWS_INVALID', 'JWS Protected Header'),
     signingInput: token.slice(0, dot2),
