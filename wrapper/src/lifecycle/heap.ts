@@ -8,9 +8,10 @@
 // libraries' tables) and nearly all it allocates under load is garbage within
 // a request, so by default the old generation climbs to ~95 MiB of mostly
 // garbage before a full collection, and the process to ~210 MiB under proxy
-// load. A fixed factor of 1.3 holds that peak near 140 MiB; the price is
-// more frequent full collections, within the noise for the proxy and a few
-// percent of the token endpoint's CPU (README, Benchmarks).
+// load. A fixed factor of 1.3 holds that peak near 145 MiB; the price is
+// more frequent full collections: 7–13 % more CPU per proxied request when
+// load arrives right after a start (bench/memory.ts), within the noise once
+// V8 has settled (bench/proxy.ts), 0–9 % per refresh grant (README, Benchmarks).
 //
 // Set at run time because Node refuses this V8 flag in NODE_OPTIONS; V8 reads
 // it at every collection, so it takes effect from the next one.
