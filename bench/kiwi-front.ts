@@ -6,7 +6,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Agent, request } from 'undici';
-import { REPO, type KiwiNode } from '../test/integration/harness/kiwi-node.js';
+import { REPO, UPSTREAM_PREFIX, type KiwiNode } from '../test/integration/harness/kiwi-node.js';
 
 /** A phase: `workers`, optionally `/heap_growing_percent`. */
 export interface Phase {
@@ -18,6 +18,12 @@ export function need(bin: string, hint: string): string {
   const found = spawnSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' }).stdout.trim();
   if (!found) throw new Error(`${bin} not found: ${hint}`);
   return found;
+}
+
+/** What a node needs before `initKiwi`: the pinned Kanidm and a built wrapper. */
+export function needNodeParts(): void {
+  if (!fs.existsSync(path.join(UPSTREAM_PREFIX, 'bin/kanidmd'))) throw new Error(`no Kanidm at ${UPSTREAM_PREFIX}: run scripts/install-upstream --prefix .kiwi-dev/upstream`);
+  if (!fs.existsSync(path.join(REPO, 'wrapper/dist/cli/main.js'))) throw new Error('wrapper/dist missing: npm run build');
 }
 
 export interface Load {

@@ -15,11 +15,9 @@
 // Needs: wrk (apt-get install wrk), the pinned Kanidm (scripts/install-upstream
 // --prefix .kiwi-dev/upstream), a built wrapper (the npm script builds it).
 import type { ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { KiwiNode, REPO, UPSTREAM_PREFIX } from '../test/integration/harness/kiwi-node.js';
-import { closeAgents, initKiwi, need, runKiwi, wrk } from './kiwi-front.js';
+import { KiwiNode } from '../test/integration/harness/kiwi-node.js';
+import { closeAgents, initKiwi, need, needNodeParts, runKiwi, wrk } from './kiwi-front.js';
 import { cpuSeconds, rssMiB, settledRssMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 10);
@@ -31,8 +29,7 @@ const VARIANTS = (process.argv[5] ?? 'default,0').split(',').map((v) =>
 );
 
 need('wrk', 'apt-get install wrk');
-if (!fs.existsSync(path.join(UPSTREAM_PREFIX, 'bin/kanidmd'))) throw new Error(`no Kanidm at ${UPSTREAM_PREFIX}: run scripts/install-upstream --prefix .kiwi-dev/upstream`);
-if (!fs.existsSync(path.join(REPO, 'wrapper/dist/cli/main.js'))) throw new Error('wrapper/dist missing: npm run build');
+needNodeParts();
 
 interface Sample {
   idle: number; // MiB, settled after a start

@@ -31,9 +31,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
-import { KiwiNode, REPO, UPSTREAM_PREFIX } from '../test/integration/harness/kiwi-node.js';
+import { KiwiNode, REPO } from '../test/integration/harness/kiwi-node.js';
 import { freePort } from '../test/e2e/net.js';
-import { agentFor, closeAgents, get, initKiwi, need, profFlags, runKiwi, until, wrk, type Load, type Phase } from './kiwi-front.js';
+import { agentFor, closeAgents, get, initKiwi, need, needNodeParts, profFlags, runKiwi, until, wrk, type Load, type Phase } from './kiwi-front.js';
 import { childrenOf, commOf, cpuSeconds, rssMiB, rssSplitMiB, settledRssMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 5);
@@ -46,9 +46,6 @@ const phases: Phase[] = (process.argv[5] ?? '1,2,1/0').split(',').map((p) => {
 const PATHS = ['/status', '/ui/login'];
 const ROWS = ['direct', 'nginx', 'node-floor', 'kiwi-id'] as const;
 type Row = (typeof ROWS)[number];
-
-
-
 
 // ---------------------------------------------------------------------------
 // The three fronts
@@ -102,7 +99,6 @@ http {
   return { port, child };
 }
 
-
 /** bench/proxy-floor.ts on a free port, with the wrapper's certificate, in front of the same Kanidm. */
 async function startFloor(node: KiwiNode): Promise<{ port: number; child: ChildProcess }> {
   const child = spawn(
@@ -119,10 +115,6 @@ async function startFloor(node: KiwiNode): Promise<{ port: number; child: ChildP
   });
   return { port, child };
 }
-
-
-
-
 
 async function upstreamConnections(node: KiwiNode): Promise<number> {
   const res = await request(`https://127.0.0.1:${node.listenPort}/metrics`, {
@@ -168,10 +160,7 @@ const f2 = (x: number) => x.toFixed(2);
 
 need('wrk', 'apt-get install wrk');
 need('nginx', 'apt-get install nginx-light');
-if (!fs.existsSync(path.join(UPSTREAM_PREFIX, 'bin/kanidmd'))) {
-  throw new Error(`no Kanidm at ${UPSTREAM_PREFIX}: run scripts/install-upstream --prefix .kiwi-dev/upstream`);
-}
-if (!fs.existsSync(path.join(REPO, 'wrapper/dist/cli/main.js'))) throw new Error('wrapper/dist missing: npm run build');
+needNodeParts();
 
 const node = new KiwiNode({ name: 'bench' });
 const nginxDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-bench-nginx-'));

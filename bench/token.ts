@@ -10,8 +10,8 @@
 // state in a Map (no durability: the ceiling of any store, showing what
 // oidc-provider, HTTP and signing cost alone); and Kiwi ID with V8's own
 // heap growth (`heap_growing_percent = 0`), to show what the default trades.
-// Each issuer's peak RSS during its rounds is printed too. Kiwi ID's token endpoint next to Kanidm's own, on a
-// real node, is bench/signin.ts.
+// Each issuer's peak RSS during its rounds is printed too. Kiwi ID's token
+// endpoint next to Kanidm's own, on a real node, is bench/signin.ts.
 //
 //   node --import tsx bench/token.ts [seconds=5] [chains=16] [rounds=3]
 import { spawn, type ChildProcess } from 'node:child_process';
