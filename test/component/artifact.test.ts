@@ -28,6 +28,14 @@ test('layout: launcher, one bundle, the SQLite addon, the runtime, version and p
   assert.equal(fs.readFileSync(path.join(kiwiDir, 'version'), 'utf8').trim(), JSON.parse(fs.readFileSync('package.json', 'utf8')).version);
   assert.equal(fs.readFileSync(path.join(kiwiDir, 'compatibility.toml'), 'utf8'), fs.readFileSync('compatibility.toml', 'utf8'));
   assert.equal(fs.existsSync(path.join(kiwiDir, 'licenses/kiwi-id-LICENSE')), true);
+  // The bundled packages' legal comments, moved out of the bundle (next test).
+  assert.match(fs.readFileSync(path.join(kiwiDir, 'licenses/bundled-npm-packages-LEGAL.txt'), 'utf8'), /license/i);
+});
+
+test('the bundle is ASCII-only: V8 keeps its whole source in the heap, one byte per character only then', () => {
+  const bundle = fs.readFileSync(path.join(root, 'opt/kiwi/lib/kiwi-id.mjs'));
+  const at = bundle.findIndex((b) => b > 0x7f);
+  assert.equal(at, -1, `non-ASCII byte at ${at}: ${bundle.subarray(Math.max(0, at - 40), at + 20).toString('utf8')}`);
 });
 
 test('runs without the repository: version, init, check-config, state (native addon)', () => {
