@@ -12,6 +12,10 @@ import { REPO, UPSTREAM_PREFIX, type KiwiNode } from '../test/integration/harnes
 export interface Phase {
   workers: number;
   heap?: number;
+  /** Run this launcher (the appliance's `bin/kiwi-id`, see buildAppliance) instead of wrapper/bin/kiwi-id.js. */
+  launcher?: string;
+  /** Environment added to the wrapper's (e.g. glibc's MALLOC_ARENA_MAX). */
+  env?: Record<string, string>;
 }
 
 export function need(bin: string, hint: string): string {
@@ -24,6 +28,16 @@ export function need(bin: string, hint: string): string {
 export function needNodeParts(): void {
   if (!fs.existsSync(path.join(UPSTREAM_PREFIX, 'bin/kanidmd'))) throw new Error(`no Kanidm at ${UPSTREAM_PREFIX}: run scripts/install-upstream --prefix .kiwi-dev/upstream`);
   if (!fs.existsSync(path.join(REPO, 'wrapper/dist/cli/main.js'))) throw new Error('wrapper/dist missing: npm run build');
+}
+
+/**
+ * The appliance's form of Kiwi ID (scripts/build-artifact: one bundle, its own
+ * Node, the launcher systemd runs) built into `dir`; the launcher's path.
+ */
+export function buildAppliance(dir: string): string {
+  const built = spawnSync('bash', [path.join(REPO, 'scripts/build-artifact'), dir], { encoding: 'utf8' });
+  if (built.status !== 0) throw new Error(`scripts/build-artifact failed: ${built.stderr}`);
+  return path.join(dir, 'opt/kiwi/bin/kiwi-id');
 }
 
 export interface Load {
@@ -81,9 +95,11 @@ export async function runKiwi(node: KiwiNode, ph: Phase): Promise<ChildProcess> 
   const outPath = path.join(node.root, 'kiwi-id.out');
   const out = fs.openSync(outPath, 'a', 0o600);
   const started = fs.fstatSync(out).size; // this run's output starts here, after earlier phases'
-  const child = spawn(process.execPath, [...profFlags(), path.join(REPO, 'wrapper/bin/kiwi-id.js'), '-c', node.config, 'run'], {
+  const args = ['-c', node.config, 'run'];
+  const [command, argv] = ph.launcher ? [ph.launcher, args] : [process.execPath, [...profFlags(), path.join(REPO, 'wrapper/bin/kiwi-id.js'), ...args]];
+  const child = spawn(command, argv, {
     stdio: ['ignore', out, out],
-    env: { ...process.env, HOME: path.join(node.root, 'cli-home') },
+    env: { ...process.env, ...ph.env, HOME: path.join(node.root, 'cli-home') },
   });
   fs.closeSync(out);
   node.child = child;
@@ -128,6 +144,20 @@ export async function until(what: string, ok: () => Promise<boolean>, dead: () =
 /** The agent `get` uses for this CA (e.g. to read /metrics on the same connections). */
 export function agentFor(caPath: string): Agent | undefined {
   return agents.get(caPath);
+}
+
+/** The node's /metrics text, read on `get`'s connections (call `get` once first). */
+export async function metricsText(node: KiwiNode): Promise<string> {
+  const res = await request(`https://127.0.0.1:${node.listenPort}/metrics`, {
+    dispatcher: agentFor(node.caPath),
+    headers: { host: `localhost:${node.listenPort}` },
+  });
+  return res.body.text();
+}
+
+/** One sample of a /metrics text without labels, e.g. kiwi_nodejs_heap_size_used_bytes. */
+export function metricValue(text: string, name: string): number {
+  return Number(new RegExp(`^${name} ([\\d.e+-]+)`, 'm').exec(text)?.[1] ?? NaN);
 }
 
 export async function closeAgents(): Promise<void> {

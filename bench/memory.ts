@@ -1,8 +1,10 @@
 // The wrapper's memory, Kanidm excluded, on a real node (Kanidm 1.11.1 via
 // `kiwi-id init` + `run`): idle once settled after a start, and at its peak
-// when full load arrives right after a start (a restart in busy hours), with
-// Kiwi ID's default `heap_growing_percent` and with V8's own heap growth
-// (`heap_growing_percent = 0`), in alternating rounds of the same run.
+// when full load arrives right after a start (a restart in busy hours): the
+// npm form (wrapper/dist) with Kiwi ID's default `heap_growing_percent`, the
+// appliance's form (one bundle, its own Node, the launcher systemd runs) and
+// the npm form with V8's own heap growth (`heap_growing_percent = 0`), in
+// alternating rounds of the same run.
 //
 // Each round starts the wrapper twice per variant: once to let it settle
 // idle (bench/proc.ts settledRssMiB), once to load it at once with wrk on
@@ -11,28 +13,53 @@
 // CPU is in the same run. Figures are printed, never asserted; the run fails
 // only if a request failed.
 //
-//   npm run bench:memory -- [seconds=10] [connections=32] [rounds=3] [variants=default,0]
+//   npm run bench:memory -- [seconds=10] [connections=32] [rounds=3] [variants=default,appliance,0]
 // Needs: wrk (apt-get install wrk), the pinned Kanidm (scripts/install-upstream
 // --prefix .kiwi-dev/upstream), a built wrapper (the npm script builds it).
 import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { KiwiNode } from '../test/integration/harness/kiwi-node.js';
-import { closeAgents, initKiwi, need, needNodeParts, runKiwi, wrk } from './kiwi-front.js';
+import { buildAppliance, closeAgents, initKiwi, metricsText, metricValue, need, needNodeParts, runKiwi, wrk, type Phase } from './kiwi-front.js';
 import { cpuSeconds, rssMiB, settledRssMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 10);
 const connections = Number(process.argv[3] ?? 32);
 const rounds = Number(process.argv[4] ?? 3);
-/** `heap_growing_percent` values to compare ("default": the key left out). */
-const VARIANTS = (process.argv[5] ?? 'default,0').split(',').map((v) =>
-  v === 'default' ? { name: 'default heap_growing_percent', heap: undefined } : { name: `heap_growing_percent = ${Number(v)}`, heap: Number(v) },
-);
+/**
+ * The wrappers to compare, each settings joined by "+": "default" (the key
+ * left out) or a `heap_growing_percent` value, "appliance" (the appliance's
+ * bundle and launcher, scripts/build-artifact, instead of wrapper/dist), and
+ * NAME=VALUE for the wrapper's environment.
+ */
+interface Variant {
+  name: string;
+  heap?: number;
+  appliance: boolean;
+  env: Record<string, string>;
+}
+function variant(spec: string): Variant {
+  const v: Variant = { name: spec, appliance: false, env: {} };
+  for (const part of spec.split('+')) {
+    const eq = part.indexOf('=');
+    if (part === 'appliance') v.appliance = true;
+    else if (eq > 0) v.env[part.slice(0, eq)] = part.slice(eq + 1);
+    else if (part !== 'default') {
+      v.heap = Number(part);
+      if (!Number.isInteger(v.heap)) throw new Error(`variant ${spec}: "${part}" is not default, appliance, NAME=VALUE or a heap_growing_percent`);
+    }
+  }
+  return v;
+}
+const VARIANTS = (process.argv[5] ?? 'default,appliance,0').split(',').map(variant);
 
 need('wrk', 'apt-get install wrk');
 needNodeParts();
 
 interface Sample {
   idle: number; // MiB, settled after a start
+  heap: number; // MiB of V8's heap in use then (prom-client's nodejs_heap_size_used_bytes)
   peak: number; // MiB, under load right after a start
   cpu: number; // µs of the wrapper's CPU per request under that load
   failures: number;
@@ -40,17 +67,23 @@ interface Sample {
 
 const wrapperPids = (kiwi: ChildProcess) => tree(kiwi.pid!, 'kanidmd');
 
-async function idleOnce(node: KiwiNode, heap: number | undefined): Promise<number> {
-  const kiwi = await runKiwi(node, { workers: 1, heap });
+let launcher: string | undefined;
+const phaseOf = (v: Variant): Phase => ({ workers: 1, heap: v.heap, env: v.env, launcher: v.appliance ? launcher : undefined });
+
+async function idleOnce(node: KiwiNode, v: Variant): Promise<Pick<Sample, 'idle' | 'heap'>> {
+  const kiwi = await runKiwi(node, phaseOf(v));
   try {
-    return await settledRssMiB(() => wrapperPids(kiwi));
+    const idle = await settledRssMiB(() => wrapperPids(kiwi));
+    // RSS also holds what malloc kept from start-up; V8's own figure says what the JavaScript side holds.
+    const heap = metricValue(await metricsText(node), 'kiwi_nodejs_heap_size_used_bytes') / 2 ** 20;
+    return { idle, heap };
   } finally {
     await node.stop('SIGTERM');
   }
 }
 
-async function loadOnce(node: KiwiNode, heap: number | undefined): Promise<Omit<Sample, 'idle'>> {
-  const kiwi = await runKiwi(node, { workers: 1, heap });
+async function loadOnce(node: KiwiNode, v: Variant): Promise<Omit<Sample, 'idle' | 'heap'>> {
+  const kiwi = await runKiwi(node, phaseOf(v));
   try {
     let peak = rssMiB(wrapperPids(kiwi));
     const sample = () => (peak = Math.max(peak, rssMiB(wrapperPids(kiwi))));
@@ -71,18 +104,19 @@ async function loadOnce(node: KiwiNode, heap: number | undefined): Promise<Omit<
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const node = new KiwiNode({ name: 'bench-memory' });
 let cleaned: Promise<void> | null = null;
-const cleanup = () => (cleaned ??= node.close().then(closeAgents));
+const applianceDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-bench-appliance-'));
+const cleanup = () => (cleaned ??= node.close().then(closeAgents).finally(() => fs.rmSync(applianceDir, { recursive: true, force: true })));
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void cleanup().finally(() => process.exit(130)));
 try {
+  if (VARIANTS.some((v) => v.appliance)) launcher = buildAppliance(applianceDir);
   await initKiwi(node);
   console.log(`wrapper RSS (Kanidm excluded), wrk -t1 -c${connections}, ${seconds}s on /status then ${seconds}s on /ui/login right after a start, ${rounds} rounds alternating, ${os.cpus().length} cores`);
   const results = new Map<string, Sample[]>(VARIANTS.map((v) => [v.name, []]));
   for (let r = 0; r < rounds; r++) {
     for (const v of VARIANTS) {
-      const idle = await idleOnce(node, v.heap);
-      const s = { idle, ...(await loadOnce(node, v.heap)) };
+      const s = { ...(await idleOnce(node, v)), ...(await loadOnce(node, v)) };
       results.get(v.name)!.push(s);
-      console.log(`  round ${r + 1}  ${v.name.padEnd(30)} idle ${s.idle.toFixed(0)} MiB   peak under load ${s.peak.toFixed(0)} MiB   wrapper CPU ${s.cpu.toFixed(0)} µs/req${s.failures ? `   FAILED REQUESTS ${s.failures}` : ''}`);
+      console.log(`  round ${r + 1}  ${v.name.padEnd(34)} idle ${s.idle.toFixed(0)} MiB (V8 heap ${s.heap.toFixed(1)})   peak under load ${s.peak.toFixed(0)} MiB   wrapper CPU ${s.cpu.toFixed(0)} µs/req${s.failures ? `   FAILED REQUESTS ${s.failures}` : ''}`);
       if (s.failures) process.exitCode = 1;
     }
   }
@@ -90,7 +124,7 @@ try {
   for (const v of VARIANTS) {
     const xs = results.get(v.name)!;
     const m = (k: keyof Sample) => median(xs.map((x) => x[k]));
-    console.log(`  ${v.name.padEnd(30)} idle ${m('idle').toFixed(0)} MiB   peak under load ${m('peak').toFixed(0)} MiB   wrapper CPU ${m('cpu').toFixed(0)} µs/req`);
+    console.log(`  ${v.name.padEnd(34)} idle ${m('idle').toFixed(0)} MiB (V8 heap ${m('heap').toFixed(1)})   peak under load ${m('peak').toFixed(0)} MiB   wrapper CPU ${m('cpu').toFixed(0)} µs/req`);
   }
 } finally {
   await cleanup();

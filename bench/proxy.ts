@@ -30,10 +30,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { request } from 'undici';
 import { KiwiNode, REPO } from '../test/integration/harness/kiwi-node.js';
 import { freePort } from '../test/e2e/net.js';
-import { agentFor, closeAgents, get, initKiwi, need, needNodeParts, profFlags, runKiwi, until, wrk, type Load, type Phase } from './kiwi-front.js';
+import { closeAgents, get, initKiwi, metricsText, metricValue, need, needNodeParts, profFlags, runKiwi, until, wrk, type Load, type Phase } from './kiwi-front.js';
 import { childrenOf, commOf, cpuSeconds, rssMiB, rssSplitMiB, settledRssMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 5);
@@ -117,12 +116,7 @@ async function startFloor(node: KiwiNode): Promise<{ port: number; child: ChildP
 }
 
 async function upstreamConnections(node: KiwiNode): Promise<number> {
-  const res = await request(`https://127.0.0.1:${node.listenPort}/metrics`, {
-    dispatcher: agentFor(node.caPath),
-    headers: { host: `localhost:${node.listenPort}` },
-  });
-  const text = await res.body.text();
-  return Number(/^kiwi_upstream_connections_total (\d+)/m.exec(text)?.[1] ?? NaN);
+  return metricValue(await metricsText(node), 'kiwi_upstream_connections_total');
 }
 
 /** The wrapper's runtime libraries (package.json `dependencies`), for the "Node with the wrapper's libraries" reference. */
