@@ -40,7 +40,8 @@ interface Variant {
   env: Record<string, string>;
 }
 function variant(spec: string): Variant {
-  const v: Variant = { name: spec, appliance: false, env: {} };
+  const v: Variant = { name: '', appliance: false, env: {} };
+  const names: string[] = [];
   for (const part of spec.split('+')) {
     const eq = part.indexOf('=');
     if (part === 'appliance') v.appliance = true;
@@ -49,7 +50,9 @@ function variant(spec: string): Variant {
       v.heap = Number(part);
       if (!Number.isInteger(v.heap)) throw new Error(`variant ${spec}: "${part}" is not default, appliance, NAME=VALUE or a heap_growing_percent`);
     }
+    if (part !== 'default' && part !== 'appliance') names.push(eq > 0 ? part : `heap_growing_percent = ${part}`);
   }
+  v.name = [v.appliance ? 'appliance' : 'npm form', ...names].join(' + ');
   return v;
 }
 const VARIANTS = (process.argv[5] ?? 'default,appliance,0').split(',').map(variant);
@@ -116,7 +119,7 @@ try {
     for (const v of VARIANTS) {
       const s = { ...(await idleOnce(node, v)), ...(await loadOnce(node, v)) };
       results.get(v.name)!.push(s);
-      console.log(`  round ${r + 1}  ${v.name.padEnd(34)} idle ${s.idle.toFixed(0)} MiB (V8 heap ${s.heap.toFixed(1)})   peak under load ${s.peak.toFixed(0)} MiB   wrapper CPU ${s.cpu.toFixed(0)} µs/req${s.failures ? `   FAILED REQUESTS ${s.failures}` : ''}`);
+      console.log(`  round ${r + 1}  ${v.name.padEnd(40)} idle ${s.idle.toFixed(0)} MiB (V8 heap ${s.heap.toFixed(1)})   peak under load ${s.peak.toFixed(0)} MiB   wrapper CPU ${s.cpu.toFixed(0)} µs/req${s.failures ? `   FAILED REQUESTS ${s.failures}` : ''}`);
       if (s.failures) process.exitCode = 1;
     }
   }
@@ -124,7 +127,7 @@ try {
   for (const v of VARIANTS) {
     const xs = results.get(v.name)!;
     const m = (k: keyof Sample) => median(xs.map((x) => x[k]));
-    console.log(`  ${v.name.padEnd(34)} idle ${m('idle').toFixed(0)} MiB (V8 heap ${m('heap').toFixed(1)})   peak under load ${m('peak').toFixed(0)} MiB   wrapper CPU ${m('cpu').toFixed(0)} µs/req`);
+    console.log(`  ${v.name.padEnd(40)} idle ${m('idle').toFixed(0)} MiB (V8 heap ${m('heap').toFixed(1)})   peak under load ${m('peak').toFixed(0)} MiB   wrapper CPU ${m('cpu').toFixed(0)} µs/req`);
   }
 } finally {
   await cleanup();
