@@ -175,10 +175,6 @@ class Section extends SectionReader {
     return v;
   }
 
-  between1And(key: string, fallback: number, max: number): number {
-    return this.between(key, fallback, 1, max);
-  }
-
   positiveInt(key: string, fallback: number): number {
     const v = this.table[key] ?? fallback;
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) {
@@ -344,7 +340,7 @@ export function validateConfig(raw: unknown, file: string, opts: ValidateOptions
     log_dir: top.optionalPath('log_dir'),
     data_dir,
     drain_timeout_ms: top.durationMs('drain_timeout', '10s'),
-    workers: top.between1And('workers', 1, 64),
+    workers: top.between('workers', 1, 1, 64),
     heap_growing_percent: top.between('heap_growing_percent', DEFAULT_HEAP_GROWING_PERCENT, 0, 300),
     upstream_timeout_ms: top.durationMs('upstream_timeout', '30s'),
     max_body_size: top.byteSize('max_body_size', '1MiB'),
