@@ -9,6 +9,7 @@ import { verifyPinned } from '../upstream/pin.js';
 import { supervisedKanidmControl } from '../upstream/control.js';
 import { tuneHeapGrowth } from './heap.js';
 import { serveListener } from './listener.js';
+import { keepWebAssemblyOnBaselineTier } from './wasm-tier.js';
 import type { Running } from './running.js';
 import { createSupervisor } from './upkeep.js';
 import { startPrimary, startWorker } from './workers.js';
@@ -16,6 +17,8 @@ import { startPrimary, startWorker } from './workers.js';
 export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
   // Every serving process (the one process, or the primary and each worker) holds its heap near its live size.
   tuneHeapGrowth(cfg.heap_growing_percent);
+  // ... and keeps the HTTP parser's WebAssembly off the optimising compiler, whose scratch memory malloc keeps.
+  keepWebAssemblyOnBaselineTier();
   // More than one worker: the primary supervises Kanidm, the workers serve (lifecycle/workers.ts).
   if (cfg.workers > 1) {
     // The multi-node cluster (gossip listener, Kanidm replication) lives in
