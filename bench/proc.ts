@@ -63,13 +63,15 @@ export function rssSplitMiB(pid: number): { anon: number; file: number } {
 
 /**
  * RSS once these processes have settled after start-up. V8's memory reducer
- * hands start-up garbage back about 8 s after the last full collection when
- * little is being allocated (the young generation shrinks from its start-up
- * size), so "idle" is the level RSS stays at, not the first sample: sampled
- * every 500 ms until it has not dropped by more than 1 MiB for `quietMs`
- * (longer than the reducer's delay), at most `maxMs`.
+ * hands start-up garbage back once little is being allocated (the young
+ * generation shrinks from its start-up size), in steps of 8 s after a full
+ * collection: the wrapper's RSS sat flat for 15 s after it was ready, then
+ * dropped by 6–9 MiB (sampled every second, 2026-11-26). So "idle" is the
+ * level RSS stays at, not the first sample: sampled every 500 ms until it
+ * has not dropped by more than 1 MiB for `quietMs` (longer than two of the
+ * reducer's steps), at most `maxMs`.
  */
-export async function settledRssMiB(pids: () => number[], quietMs = 12_000, maxMs = 45_000): Promise<number> {
+export async function settledRssMiB(pids: () => number[], quietMs = 20_000, maxMs = 60_000): Promise<number> {
   const start = Date.now();
   let low = rssMiB(pids());
   let lowSince = start;
