@@ -38,6 +38,12 @@ test('the bundle is ASCII-only: V8 keeps its whole source in the heap, one byte 
   assert.equal(at, -1, `non-ASCII byte at ${at}: ${bundle.subarray(Math.max(0, at - 40), at + 20).toString('utf8')}`);
 });
 
+test("the bundle has no Intl.ListFormat: its stand-in keeps ICU's locale data out of the process", () => {
+  const bundle = fs.readFileSync(path.join(root, 'opt/kiwi/lib/kiwi-id.mjs'), 'utf8');
+  assert.equal(bundle.includes('Intl.ListFormat'), false);
+  assert.match(bundle, /new EnglishListFormat\("en",\{type:"conjunction"\}\)/);
+});
+
 test('runs without the repository: version, init, check-config, state (native addon)', () => {
   const v = run(['version']);
   assert.equal(v.status, 0, v.stderr);
@@ -76,6 +82,9 @@ test('the bundled wrapper runs: issuer + proxy + SQLite state; its JWTs verify w
     const claims = await verify(jwt, fs.readFileSync(path.join(dir, 'jwt-public.pem'), 'utf8'), { issuer: w.base, audience: 'https://mail.kiwi.test' });
     assert.equal(claims.client_id, 'svc');
     await token({}); // opaque: stored in SQLite
+    // oidc-provider's error texts list names with Intl.ListFormat, which the bundle replaces (bundle/list-format.ts).
+    const dupes = await w.get('/oauth2/token', { ...form({}), body: `grant_type=client_credentials&client_id=svc&client_secret=${encodeURIComponent(secret)}&scope=a&scope=b` });
+    assert.deepEqual([dupes.status, JSON.parse(dupes.text)], [400, { error: 'invalid_request', error_description: "'scope' parameter must not be provided twice" }]);
     // Both are in SQLite: the opaque token, and the JWT's record (what introspection and revocation look up).
     assert.equal(JSON.parse(w.cli('state', 'stats').stdout).ClientCredentials, 2);
     assert.equal(await w.stop(), 0);
