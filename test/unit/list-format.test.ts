@@ -20,6 +20,11 @@ test('other locales and styles are the real Intl.ListFormat', () => {
   for (const [locale, options] of [['de', { type: 'conjunction' }], ['en', { type: 'unit' }], ['en', { style: 'short' }], [undefined, {}]] as const) {
     assert.equal(new EnglishListFormat(locale, options).format(['a', 'b', 'c']), new Intl.ListFormat(locale, options).format(['a', 'b', 'c']));
   }
+  // Options the real one refuses are refused alike (none is taken for an English word).
+  for (const type of ['toString', 'constructor', 'and']) {
+    assert.throws(() => new EnglishListFormat('en', { type }), RangeError);
+    assert.throws(() => new Intl.ListFormat('en', { type } as Intl.ListFormatOptions), RangeError);
+  }
 });
 
 test('a value that is not a string is refused as by the real one', () => {

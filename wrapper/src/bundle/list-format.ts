@@ -21,8 +21,9 @@ export class EnglishListFormat {
   readonly #real: Intl.ListFormat | undefined;
 
   constructor(locales?: string | string[], options: Options = {}) {
+    const type = options.type ?? 'conjunction';
     const english = locales === 'en' && (options.style ?? 'long') === 'long';
-    const word = english ? { conjunction: 'and', disjunction: 'or' }[options.type ?? 'conjunction'] : undefined;
+    const word = !english ? undefined : type === 'conjunction' ? 'and' : type === 'disjunction' ? 'or' : undefined;
     if (word) this.#word = word;
     else this.#real = new (realListFormat())(locales, options as Intl.ListFormatOptions);
   }
