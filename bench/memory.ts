@@ -45,12 +45,14 @@ function variant(spec: string): Variant {
   for (const part of spec.split('+')) {
     const eq = part.indexOf('=');
     if (part === 'appliance') v.appliance = true;
-    else if (eq > 0) v.env[part.slice(0, eq)] = part.slice(eq + 1);
-    else if (part !== 'default') {
+    else if (eq > 0) {
+      v.env[part.slice(0, eq)] = part.slice(eq + 1);
+      names.push(part);
+    } else if (part !== 'default') {
       v.heap = Number(part);
       if (!Number.isInteger(v.heap)) throw new Error(`variant ${spec}: "${part}" is not default, appliance, NAME=VALUE or a heap_growing_percent`);
+      names.push(`heap_growing_percent = ${part}`);
     }
-    if (part !== 'default' && part !== 'appliance') names.push(eq > 0 ? part : `heap_growing_percent = ${part}`);
   }
   v.name = [v.appliance ? 'appliance' : 'npm form', ...names].join(' + ');
   return v;
