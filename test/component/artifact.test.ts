@@ -12,6 +12,7 @@ import { WrapperProcess } from './harness/wrapper-process.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-artifact-'));
 const kiwi = path.join(root, 'opt/kiwi/bin/kiwi-id');
+const bundle = path.join(root, 'opt/kiwi/lib/kiwi-id.mjs');
 // No PATH, no HOME, cwd outside the repository: only the artifact's own files can be used.
 const run = (args: string[]) => spawnSync(kiwi, args, { encoding: 'utf8', env: { PATH: '/nonexistent' }, cwd: root });
 
@@ -33,15 +34,15 @@ test('layout: launcher, one bundle, the SQLite addon, the runtime, version and p
 });
 
 test('the bundle is ASCII-only: V8 keeps its whole source in the heap, one byte per character only then', () => {
-  const bundle = fs.readFileSync(path.join(root, 'opt/kiwi/lib/kiwi-id.mjs'));
-  const at = bundle.findIndex((b) => b > 0x7f);
-  assert.equal(at, -1, `non-ASCII byte at ${at}: ${bundle.subarray(Math.max(0, at - 40), at + 20).toString('utf8')}`);
+  const bytes = fs.readFileSync(bundle);
+  const at = bytes.findIndex((b) => b > 0x7f);
+  assert.equal(at, -1, `non-ASCII byte at ${at}: ${bytes.subarray(Math.max(0, at - 40), at + 20).toString('utf8')}`);
 });
 
 test("the bundle has no Intl.ListFormat: its stand-in keeps ICU's locale data out of the process", () => {
-  const bundle = fs.readFileSync(path.join(root, 'opt/kiwi/lib/kiwi-id.mjs'), 'utf8');
-  assert.equal(bundle.includes('Intl.ListFormat'), false);
-  assert.match(bundle, /new EnglishListFormat\("en",\{type:"conjunction"\}\)/);
+  const source = fs.readFileSync(bundle, 'utf8');
+  assert.equal(source.includes('Intl.ListFormat'), false);
+  assert.match(source, /new EnglishListFormat\("en",\{type:"conjunction"\}\)/);
 });
 
 test('runs without the repository: version, init, check-config, state (native addon)', () => {
