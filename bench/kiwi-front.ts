@@ -103,6 +103,8 @@ export async function runKiwi(node: KiwiNode, ph: Phase): Promise<ChildProcess> 
   });
   fs.closeSync(out);
   node.child = child;
+  // The harness's node.get / node.metric need the node's CA; its start() sets this, and the bench starts the node itself.
+  node.dispatcher ??= new Agent({ connect: { ca: fs.readFileSync(node.caPath) } });
   // This run's start-up output: its first MiB is plenty (an earlier phase's access log runs to hundreds of MB, never read).
   const log = () => {
     const fd = fs.openSync(outPath, 'r');
@@ -139,25 +141,6 @@ export async function until(what: string, ok: () => Promise<boolean>, dead: () =
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`timed out waiting for ${what}`);
-}
-
-/** The agent `get` uses for this CA (e.g. to read /metrics on the same connections). */
-export function agentFor(caPath: string): Agent | undefined {
-  return agents.get(caPath);
-}
-
-/** The node's /metrics text, read on `get`'s connections (call `get` once first). */
-export async function metricsText(node: KiwiNode): Promise<string> {
-  const res = await request(`https://127.0.0.1:${node.listenPort}/metrics`, {
-    dispatcher: agentFor(node.caPath),
-    headers: { host: `localhost:${node.listenPort}` },
-  });
-  return res.body.text();
-}
-
-/** One sample of a /metrics text without labels, e.g. kiwi_nodejs_heap_size_used_bytes. */
-export function metricValue(text: string, name: string): number {
-  return Number(new RegExp(`^${name} ([\\d.e+-]+)`, 'm').exec(text)?.[1] ?? NaN);
 }
 
 export async function closeAgents(): Promise<void> {

@@ -21,7 +21,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { KiwiNode } from '../test/integration/harness/kiwi-node.js';
-import { buildAppliance, closeAgents, initKiwi, metricsText, metricValue, need, needNodeParts, runKiwi, wrk, type Phase } from './kiwi-front.js';
+import { buildAppliance, closeAgents, initKiwi, need, needNodeParts, runKiwi, wrk, type Phase } from './kiwi-front.js';
 import { cpuSeconds, rssMiB, settledRssMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 10);
@@ -80,7 +80,7 @@ async function idleOnce(node: KiwiNode, v: Variant): Promise<Pick<Sample, 'idle'
   try {
     const idle = await settledRssMiB(() => wrapperPids(kiwi));
     // RSS also holds what malloc kept from start-up; V8's own figure says what the JavaScript side holds.
-    const heap = metricValue(await metricsText(node), 'kiwi_nodejs_heap_size_used_bytes') / 2 ** 20;
+    const heap = ((await node.metric('kiwi_nodejs_heap_size_used_bytes')) ?? NaN) / 2 ** 20;
     return { idle, heap };
   } finally {
     await node.stop('SIGTERM');

@@ -32,7 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { KiwiNode, REPO } from '../test/integration/harness/kiwi-node.js';
 import { freePort } from '../test/e2e/net.js';
-import { closeAgents, get, initKiwi, metricsText, metricValue, need, needNodeParts, profFlags, runKiwi, until, wrk, type Load, type Phase } from './kiwi-front.js';
+import { closeAgents, get, initKiwi, need, needNodeParts, profFlags, runKiwi, until, wrk, type Load, type Phase } from './kiwi-front.js';
 import { childrenOf, commOf, cpuSeconds, rssMiB, rssSplitMiB, settledRssMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 5);
@@ -116,7 +116,7 @@ async function startFloor(node: KiwiNode): Promise<{ port: number; child: ChildP
 }
 
 async function upstreamConnections(node: KiwiNode): Promise<number> {
-  return metricValue(await metricsText(node), 'kiwi_upstream_connections_total');
+  return (await node.metric('kiwi_upstream_connections_total')) ?? NaN;
 }
 
 /** The wrapper's runtime libraries (package.json `dependencies`), for the "Node with the wrapper's libraries" reference. */
