@@ -4,6 +4,7 @@
 // generator. Used by bench/proxy.ts and bench/memory.ts.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Agent, request } from 'undici';
 import { REPO, UPSTREAM_PREFIX, type KiwiNode } from '../test/integration/harness/kiwi-node.js';
@@ -50,16 +51,39 @@ export interface Load {
 
 const ms = (v: string, unit: string) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN);
 
-export function wrk(port: number, urlPath: string, duration: number, connections: number, onTick?: () => void): Promise<Load> {
-  return new Promise((resolve, reject) => {
+/**
+ * Paces each wrk connection: `delay()` is wrk's Lua hook for the milliseconds
+ * to wait before a connection's next request, and wrk starts a request's
+ * clock when it is written, so the pause is not counted as latency.
+ */
+function pacingScript(delayMs: number): { file: string; remove: () => void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-bench-wrk-'));
+  const file = path.join(dir, 'pace.lua');
+  fs.writeFileSync(file, `function delay() return ${Math.round(delayMs)} end\n`);
+  return { file, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+export interface WrkOptions {
+  /** Called every 250 ms while wrk runs (e.g. to sample RSS). */
+  onTick?: () => void;
+  /**
+   * Offer about this many requests per second instead of as many as the
+   * front can take: each connection pauses connections/rate between
+   * requests. Latency is then the front's own, not a queue's.
+   */
+  rate?: number;
+}
+
+export function wrk(port: number, urlPath: string, duration: number, connections: number, opts: WrkOptions = {}): Promise<Load> {
+  const pace = opts.rate ? pacingScript((connections / opts.rate) * 1000) : null;
+  return new Promise<Load>((resolve, reject) => {
     // Every front is reached by address; Host names the public origin, as a browser would.
-    const child = spawn('wrk', ['-t1', `-c${connections}`, `-d${duration}s`, '--latency', '-H', `Host: localhost:${port}`, `https://127.0.0.1:${port}${urlPath}`], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const args = ['-t1', `-c${connections}`, `-d${duration}s`, '--latency', ...(pace ? ['-s', pace.file] : []), '-H', `Host: localhost:${port}`, `https://127.0.0.1:${port}${urlPath}`];
+    const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
-    const ticker = onTick ? setInterval(onTick, 250) : null;
+    const ticker = opts.onTick ? setInterval(opts.onTick, 250) : null;
     child.on('error', reject);
     child.on('exit', (code) => {
       if (ticker) clearInterval(ticker);
@@ -75,7 +99,7 @@ export function wrk(port: number, urlPath: string, duration: number, connections
       if (code !== 0 || !Number.isFinite(rps)) return reject(new Error(`wrk failed (${code}): ${out}`));
       resolve({ rps, requests, p50: lat('50'), p99: lat('99'), failures: non2xx + sockErrors });
     });
-  });
+  }).finally(() => pace?.remove());
 }
 
 /** KIWI_PROF=DIR: the Node fronts write a --cpu-prof profile there when they stop (NODE_OPTIONS refuses --cpu-prof). */

@@ -96,7 +96,7 @@ async function loadOnce(node: KiwiNode, v: Variant): Promise<Omit<Sample, 'idle'
     let requests = 0;
     let failures = 0;
     for (const p of ['/status', '/ui/login']) {
-      const load = await wrk(node.listenPort, p, seconds, connections, sample);
+      const load = await wrk(node.listenPort, p, seconds, connections, { onTick: sample });
       requests += load.requests;
       failures += load.failures;
     }
