@@ -87,6 +87,16 @@ test("build-rootfs lays out the sheet's tree, first boot completes it, and the w
   assert.deepEqual(warnings, []);
 });
 
+test("the loopback routes the wrapper reaches Kanidm by acknowledge at once (no 40 ms delayed-ACK stalls)", { skip }, async () => {
+  // kiwi-id-loopback, as root at boot: every local route on lo, Kanidm's 127.0.0.1 among them, with quickack.
+  const routes = (await operator(['ip', '-4', 'route', 'show', 'table', 'local', 'type', 'local', 'dev', 'lo'])).trim().split('\n');
+  assert.ok(routes.some((r) => /^local 127\.0\.0\.1 /.test(r)), routes.join('\n'));
+  for (const r of routes) assert.match(r, / quickack 1\b/, r);
+  // Idempotent: a second run (a service restart) leaves them as they are.
+  await operator(['/usr/lib/kiwi-id/loopback-quickack']);
+  assert.deepEqual((await operator(['ip', '-4', 'route', 'show', 'table', 'local', 'type', 'local', 'dev', 'lo'])).trim().split('\n'), routes);
+});
+
 test('from 10.10.20.11 a person signs in through 10.10.20.10:8443 (Kanidm password + TOTP), and the service validates the JWT with jwt-public.pem alone', { skip }, async () => {
   // The operator, inside the appliance: register the service, create the person, hand out a reset link.
   const added = await operator(['kiwi-id', 'client', 'add', 'kiwi-mail', '--redirect-uri', REDIRECT]);

@@ -2,8 +2,9 @@
 // `lxc/build-rootfs` makes, laid over this machine's Debian as the
 // container's base, booted in its own network namespace (10.10.20.10 on a
 // veth, like the container's eth0 on kiwibr0) the way systemd boots it:
-// sysusers, tmpfiles, kiwi-id-firstboot (root), then kiwi-id.service as the
-// user `kiwi`. A second namespace at 10.10.20.11 plays a KiwiStack service.
+// sysusers, tmpfiles, kiwi-id-firstboot and kiwi-id-loopback (root), then
+// kiwi-id.service as the user `kiwi`. A second namespace at 10.10.20.11
+// plays a KiwiStack service.
 //
 // How the layout is laid over the base: in the appliance's mount namespace
 // (private to `ip netns exec`), /etc, /opt, /var and /usr are overlays of
@@ -107,6 +108,7 @@ export class Appliance {
       'systemd-sysusers /usr/lib/sysusers.d/kiwi-id.conf',
       'systemd-tmpfiles --create /usr/lib/tmpfiles.d/kiwi-id.conf',
       '/usr/lib/kiwi-id/firstboot',
+      '/usr/lib/kiwi-id/loopback-quickack',
       'umask 0077',
       'exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/var/lib/kiwi LANG=C.UTF-8 ' +
         'setpriv --reuid=kiwi --regid=kiwi --init-groups --no-new-privs /opt/kiwi/bin/kiwi-id -c /etc/kiwi/config.toml run',
