@@ -67,9 +67,9 @@ export interface WrkOptions {
   /** Called every 250 ms while wrk runs (e.g. to sample RSS). */
   onTick?: () => void;
   /**
-   * Offer about this many requests per second instead of as many as the
-   * front can take: each connection pauses connections/rate between
-   * requests. Latency is then the front's own, not a queue's.
+   * Pace the load instead of sending as fast as the front answers: each
+   * connection pauses connections/rate ms between requests (this rate if
+   * answers were instant). Latency is then the front's own, not a queue's.
    */
   rate?: number;
 }

@@ -8,7 +8,8 @@
 //            (node:https + the same undici pool; bench/proxy-floor.ts): what
 //            any Node front costs here, so kiwi-id minus it is the wrapper's own
 //   kiwi-id  wrk → the wrapper's public listener → the same Kanidm
-// for `/status` and `/ui/login`. wrk (Debian) is the load generator of every
+// for `/status`, `/ui/login` and `/pkg/style.css` (a file Kanidm writes in
+// two pieces, headers then body; see the quickack phases below). wrk (Debian) is the load generator of every
 // row. Besides throughput and latency it prints the CPU time each front
 // spends per request (from /proc), Kanidm's, the wrapper's RSS idle and at
 // its peak under load, and how many connections the wrapper opened to Kanidm
@@ -19,9 +20,9 @@
 //
 // Throughput is measured with wrk at full speed, so latency there is mostly
 // queueing (32 connections waiting on a saturated front). A second, paced
-// pass offers every front the same moderate rate (`rate`, default 1,000
-// req/s, wrk's delay() hook) and reports the latency each front adds when
-// it is not the bottleneck. Figures are printed, never asserted; the run
+// pass has each connection pause connections/rate between requests (`rate`,
+// default 1,000 req/s: the rate when answers are fast; wrk's delay() hook)
+// and reports the latency each front adds when it is not the bottleneck. Figures are printed, never asserted; the run
 // fails only if a request failed (non-2xx/3xx or a socket error).
 //
 // The whole comparison runs once per phase, a phase being the wrapper's
@@ -29,13 +30,17 @@
 // phases: 1 and 2 workers, then 1 worker with V8's own heap growth, `1/0`,
 // to show what the default 30 % trades). The wrapper is restarted between
 // phases; direct and nginx are measured again in each, so every phase is side by side.
+// A phase ending in `+quickack` (e.g. `1+quickack`) runs with quick ACKs on
+// this machine's loopback routes, as the appliance sets them at boot
+// (lxc/rootfs/usr/lib/kiwi-id/loopback-quickack, run as is): it needs root,
+// and the routes are put back as they were after the phase (and on Ctrl-C).
 //
 //   npm run bench:proxy -- [seconds=5] [connections=32] [rounds=3] [phases=1,2,1/0] [rate=1000]
 //   KIWI_PROF=DIR adds a --cpu-prof of the wrapper (its primary with workers > 1) and of node-floor.
 // Needs: wrk and nginx (apt-get install wrk nginx-light), the pinned Kanidm
 // (scripts/install-upstream --prefix .kiwi-dev/upstream), a built wrapper
 // (npm run build; the npm script does it).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -47,12 +52,16 @@ import { childrenOf, commOf, cpuSeconds, rssMiB, rssSplitMiB, settledRssMiB, tre
 const seconds = Number(process.argv[2] ?? 5);
 const connections = Number(process.argv[3] ?? 32);
 const rounds = Number(process.argv[4] ?? 3);
-const phases: Phase[] = (process.argv[5] ?? '1,2,1/0').split(',').map((p) => {
-  const [w, h] = p.split('/');
-  return { workers: Number(w), heap: h === undefined ? undefined : Number(h) };
+/** A phase of this bench: the wrapper's keys, and whether the loopback routes get quick ACKs. */
+type BenchPhase = Phase & { quickack: boolean };
+const phases: BenchPhase[] = (process.argv[5] ?? '1,2,1/0').split(',').map((spec) => {
+  const [keys, extra] = spec.split('+');
+  if (extra !== undefined && extra !== 'quickack') throw new Error(`phase ${spec}: only "+quickack" may follow the keys`);
+  const [w, h] = keys!.split('/');
+  return { workers: Number(w), heap: h === undefined ? undefined : Number(h), quickack: extra === 'quickack' };
 });
 const rate = Number(process.argv[6] ?? 1000);
-const PATHS = ['/status', '/ui/login'];
+const PATHS = ['/status', '/ui/login', '/pkg/style.css'];
 const ROWS = ['direct', 'nginx', 'node-floor', 'kiwi-id'] as const;
 type Row = (typeof ROWS)[number];
 /** One wrk run and the CPU time per request of the front, of Kanidm and of the wrapper's process (µs). */
@@ -162,6 +171,27 @@ async function referenceRss(): Promise<{ bare: number; libraries: number }> {
 
 // ---------------------------------------------------------------------------
 
+/** This machine's local routes on lo, as `ip` prints them (with quickack if set). */
+function loopbackRoutes(): string[] {
+  const r = spawnSync('ip', ['-4', 'route', 'show', 'table', 'local', 'type', 'local', 'dev', 'lo'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`ip route show: ${r.stderr}`);
+  return r.stdout.trim().split('\n');
+}
+
+/** Quick ACKs on the loopback routes: the appliance's own script; needs root. */
+function setQuickack(): void {
+  const r = spawnSync('sh', [path.join(REPO, 'lxc/rootfs/usr/lib/kiwi-id/loopback-quickack')], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`loopback-quickack (a +quickack phase needs root): ${r.stderr}`);
+}
+
+/** The loopback routes back as they were before the run. */
+function restoreRoutes(routes: string[]): void {
+  for (const route of routes) {
+    const r = spawnSync('ip', ['route', 'change', 'table', 'local', ...route.trim().split(/\s+/), 'dev', 'lo'], { encoding: 'utf8' });
+    if (r.status !== 0) console.error(`could not restore the loopback route "${route}": ${r.stderr}`);
+  }
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const f0 = (x: number) => Math.round(x).toLocaleString('en-US');
 const f2 = (x: number) => x.toFixed(2);
@@ -177,9 +207,12 @@ let floor: { port: number; child: ChildProcess } | null = null;
 let failures = 0;
 const summary: string[] = [];
 let cleaned: Promise<void> | null = null;
+const routesAtStart = loopbackRoutes();
+let routesChanged = false;
 /** Stops what the run started (nginx, kiwi-id and its Kanidm) and removes their files; also on Ctrl-C. */
 const cleanup = () =>
   (cleaned ??= (async () => {
+    if (routesChanged) restoreRoutes(routesAtStart);
     nginx?.child.kill('SIGQUIT');
     if (nginx && nginx.child.exitCode === null) await new Promise((r) => nginx!.child.once('exit', r));
     floor?.child.kill('SIGTERM');
@@ -192,11 +225,19 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void cle
 try {
   await initKiwi(node);
   for (const ph of phases) {
+    if (ph.quickack) {
+      routesChanged = true;
+      setQuickack();
+    }
     const kiwi = await runKiwi(node, ph);
     nginx ??= await startNginx(nginxDir, node);
     floor ??= await startFloor(node);
     await phase(kiwi, nginx, floor, ph);
     await node.stop('SIGTERM');
+    if (ph.quickack) {
+      restoreRoutes(routesAtStart);
+      routesChanged = false;
+    }
   }
   console.log(summary.join('\n'));
   if (failures > 0) {
@@ -207,7 +248,7 @@ try {
   await cleanup();
 }
 
-async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProcess }, flr: { port: number; child: ChildProcess }, ph: Phase): Promise<void> {
+async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProcess }, flr: { port: number; child: ChildProcess }, ph: BenchPhase): Promise<void> {
   const kanidmPid = childrenOf(kiwi.pid!).find((p) => commOf(p) === 'kanidmd');
   if (!kanidmPid) throw new Error('kanidmd not found under kiwi-id run');
   const fronts: Record<Row, { port: number; pids: () => number[] }> = {
@@ -232,7 +273,7 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
   const sampleRss = () => (rssPeak = Math.max(rssPeak, rssMiB(fronts['kiwi-id'].pids())));
   const connsBefore = await upstreamConnections(node);
 
-  const title = `kiwi-id with workers = ${ph.workers}${ph.heap === undefined ? '' : `, heap_growing_percent = ${ph.heap}`}: reverse proxy in front of Kanidm 1.11.1, wrk -t1 -c${connections}, ${seconds}s per row, ${rounds} rounds, ${os.cpus().length} cores`;
+  const title = `kiwi-id with workers = ${ph.workers}${ph.heap === undefined ? '' : `, heap_growing_percent = ${ph.heap}`}${ph.quickack ? ', quick ACKs on the loopback routes' : ''}: reverse proxy in front of Kanidm 1.11.1, wrk -t1 -c${connections}, ${seconds}s per row, ${rounds} rounds, ${os.cpus().length} cores`;
   console.log(title);
   const wrapperPids = fronts['kiwi-id'].pids;
   /** One row: wrk against the front, and the CPU the front, Kanidm and the wrapper spent per request meanwhile. */
@@ -286,7 +327,7 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
     }
     summary.push(`| \`${p}\` | added latency, kiwi-id − direct | | ${f2(m('kiwi-id', 'p50') - m('direct', 'p50'))} | ${f2(m('kiwi-id', 'p99') - m('direct', 'p99'))} | | | | | |`);
   }
-  summary.push(`\nPaced: about ${f0(rate)} req/s offered to each front (wrk -c${connections}, each connection pausing ${f0((connections / rate) * 1000)} ms between requests); medians over ${rounds} rounds`);
+  summary.push(`\nPaced: wrk -c${connections}, each connection pausing ${f0((connections / rate) * 1000)} ms between requests (${f0(rate)} req/s if answers were instant); medians over ${rounds} rounds`);
   summary.push('| path | row | req/s | p50 ms | p99 ms | front CPU µs/req | added p50 ms | added p99 ms |');
   summary.push('|---|---|---|---|---|---|---|---|');
   for (const p of PATHS) {
