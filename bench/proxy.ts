@@ -9,21 +9,23 @@
 //            any Node front costs here, so kiwi-id minus it is the wrapper's own
 //   kiwi-id  wrk → the wrapper's public listener → the same Kanidm
 // for `/status`, `/ui/login` and `/pkg/style.css` (a file Kanidm writes in
-// two pieces, headers then body; see the quickack phases below). wrk (Debian) is the load generator of every
-// row. Besides throughput and latency it prints the CPU time each front
-// spends per request (from /proc), Kanidm's, the wrapper's RSS idle and at
-// its peak under load, and how many connections the wrapper opened to Kanidm
-// (the keep-alive pool at work). Every row also prints what the wrapper's
-// process spent meanwhile: in the other fronts' rows that is its relay of
-// Kanidm's log output (Kanidm logs a few lines per /ui/login request, none
-// for /status), which the kiwi-id row's front CPU includes.
+// two pieces, headers then body; see the quickack phases below). wrk
+// (Debian) is the load generator of every row. Besides throughput and
+// latency it prints the CPU time each front spends per request (from
+// /proc), Kanidm's, the wrapper's RSS idle and at its peak under load, and
+// how many connections the wrapper opened to Kanidm (the keep-alive pool at
+// work). Every row also prints what the wrapper's process spent meanwhile:
+// in the other fronts' rows that is its relay of Kanidm's log output
+// (Kanidm logs a few lines per /ui/login request, none for /status), which
+// the kiwi-id row's front CPU includes.
 //
 // Throughput is measured with wrk at full speed, so latency there is mostly
 // queueing (32 connections waiting on a saturated front). A second, paced
 // pass has each connection pause connections/rate between requests (`rate`,
 // default 1,000 req/s: the rate when answers are fast; wrk's delay() hook)
-// and reports the latency each front adds when it is not the bottleneck. Figures are printed, never asserted; the run
-// fails only if a request failed (non-2xx/3xx or a socket error).
+// and reports the latency each front adds when it is not the bottleneck.
+// Figures are printed, never asserted; the run fails only if a request
+// failed (non-2xx/3xx or a socket error).
 //
 // The whole comparison runs once per phase, a phase being the wrapper's
 // config keys `workers` and, after a slash, `heap_growing_percent` (default
@@ -207,7 +209,8 @@ let floor: { port: number; child: ChildProcess } | null = null;
 let failures = 0;
 const summary: string[] = [];
 let cleaned: Promise<void> | null = null;
-const routesAtStart = loopbackRoutes();
+/** The loopback routes as found, when a phase is to change them (only then is `ip` needed). */
+const routesAtStart = phases.some((ph) => ph.quickack) ? loopbackRoutes() : [];
 let routesChanged = false;
 /** Stops what the run started (nginx, kiwi-id and its Kanidm) and removes their files; also on Ctrl-C. */
 const cleanup = () =>
