@@ -32,10 +32,12 @@
 // phases: 1 and 2 workers, then 1 worker with V8's own heap growth, `1/0`,
 // to show what the default 30 % trades). The wrapper is restarted between
 // phases; direct and nginx are measured again in each, so every phase is side by side.
-// A phase ending in `+quickack` (e.g. `1+quickack`) runs with quick ACKs on
-// this machine's loopback routes, as the appliance sets them at boot
+// After the keys, `+quickack` (e.g. `1+quickack`) runs the phase with quick
+// ACKs on this machine's loopback routes, as the appliance sets them at boot
 // (lxc/rootfs/usr/lib/kiwi-id/loopback-quickack, run as is): it needs root,
-// and the routes are put back as they were after the phase (and on Ctrl-C).
+// and the routes are put back as they were after the phase (and on Ctrl-C);
+// `+NAME=VALUE` adds to the wrapper's environment (e.g.
+// `1+quickack+NODE_OPTIONS=--max-semi-space-size=2`).
 //
 //   npm run bench:proxy -- [seconds=5] [connections=32] [rounds=3] [phases=1,2,1/0] [rate=1000]
 //   KIWI_PROF=DIR adds a --cpu-prof of the wrapper (its primary with workers > 1) and of node-floor.
@@ -54,13 +56,19 @@ import { childrenOf, commOf, cpuSeconds, rssMiB, rssSplitMiB, settledRssMiB, tre
 const seconds = Number(process.argv[2] ?? 5);
 const connections = Number(process.argv[3] ?? 32);
 const rounds = Number(process.argv[4] ?? 3);
-/** A phase of this bench: the wrapper's keys, and whether the loopback routes get quick ACKs. */
-type BenchPhase = Phase & { quickack: boolean };
+/** A phase of this bench: the wrapper's keys and environment, and whether the loopback routes get quick ACKs. */
+type BenchPhase = Phase & { quickack: boolean; env: Record<string, string> };
 const phases: BenchPhase[] = (process.argv[5] ?? '1,2,1/0').split(',').map((spec) => {
-  const [keys, extra] = spec.split('+');
-  if (extra !== undefined && extra !== 'quickack') throw new Error(`phase ${spec}: only "+quickack" may follow the keys`);
+  const [keys, ...extras] = spec.split('+');
   const [w, h] = keys!.split('/');
-  return { workers: Number(w), heap: h === undefined ? undefined : Number(h), quickack: extra === 'quickack' };
+  const ph: BenchPhase = { workers: Number(w), heap: h === undefined ? undefined : Number(h), quickack: false, env: {} };
+  for (const extra of extras) {
+    const eq = extra.indexOf('=');
+    if (extra === 'quickack') ph.quickack = true;
+    else if (eq > 0) ph.env[extra.slice(0, eq)] = extra.slice(eq + 1);
+    else throw new Error(`phase ${spec}: "+${extra}" is neither quickack nor NAME=VALUE`);
+  }
+  return ph;
 });
 const rate = Number(process.argv[6] ?? 1000);
 const PATHS = ['/status', '/ui/login', '/pkg/style.css'];
@@ -276,7 +284,7 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
   const sampleRss = () => (rssPeak = Math.max(rssPeak, rssMiB(fronts['kiwi-id'].pids())));
   const connsBefore = await upstreamConnections(node);
 
-  const title = `kiwi-id with workers = ${ph.workers}${ph.heap === undefined ? '' : `, heap_growing_percent = ${ph.heap}`}${ph.quickack ? ', quick ACKs on the loopback routes' : ''}: reverse proxy in front of Kanidm 1.11.1, wrk -t1 -c${connections}, ${seconds}s per row, ${rounds} rounds, ${os.cpus().length} cores`;
+  const title = `kiwi-id with workers = ${ph.workers}${ph.heap === undefined ? '' : `, heap_growing_percent = ${ph.heap}`}${ph.quickack ? ', quick ACKs on the loopback routes' : ''}${Object.entries(ph.env).map(([k, v]) => `, ${k}=${v}`).join('')}: reverse proxy in front of Kanidm 1.11.1, wrk -t1 -c${connections}, ${seconds}s per row, ${rounds} rounds, ${os.cpus().length} cores`;
   console.log(title);
   const wrapperPids = fronts['kiwi-id'].pids;
   /** One row: wrk against the front, and the CPU the front, Kanidm and the wrapper spent per request meanwhile. */
