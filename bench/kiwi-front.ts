@@ -19,6 +19,14 @@ export interface Phase {
   env?: Record<string, string>;
 }
 
+/** A `NAME=VALUE` part of a bench's variant or phase spec, added to `env`; false if the part is not one. */
+export function addEnvSetting(part: string, env: Record<string, string>): boolean {
+  const eq = part.indexOf('=');
+  if (eq <= 0) return false;
+  env[part.slice(0, eq)] = part.slice(eq + 1);
+  return true;
+}
+
 export function need(bin: string, hint: string): string {
   const found = spawnSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' }).stdout.trim();
   if (!found) throw new Error(`${bin} not found: ${hint}`);

@@ -21,7 +21,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { KiwiNode } from '../test/integration/harness/kiwi-node.js';
-import { buildAppliance, closeAgents, initKiwi, need, needNodeParts, runKiwi, wrk, type Phase } from './kiwi-front.js';
+import { addEnvSetting, buildAppliance, closeAgents, initKiwi, need, needNodeParts, runKiwi, wrk, type Phase } from './kiwi-front.js';
 import { cpuSeconds, rssMiB, settledRssMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 10);
@@ -43,12 +43,9 @@ function variant(spec: string): Variant {
   const v: Variant = { name: '', appliance: false, env: {} };
   const names: string[] = [];
   for (const part of spec.split('+')) {
-    const eq = part.indexOf('=');
     if (part === 'appliance') v.appliance = true;
-    else if (eq > 0) {
-      v.env[part.slice(0, eq)] = part.slice(eq + 1);
-      names.push(part);
-    } else if (part !== 'default') {
+    else if (addEnvSetting(part, v.env)) names.push(part);
+    else if (part !== 'default') {
       v.heap = Number(part);
       if (!Number.isInteger(v.heap)) throw new Error(`variant ${spec}: "${part}" is not default, appliance, NAME=VALUE or a heap_growing_percent`);
       names.push(`heap_growing_percent = ${part}`);

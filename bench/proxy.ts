@@ -50,7 +50,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { KiwiNode, REPO } from '../test/integration/harness/kiwi-node.js';
 import { freePort } from '../test/e2e/net.js';
-import { closeAgents, get, initKiwi, need, needNodeParts, profFlags, runKiwi, until, wrk, type Load, type Phase } from './kiwi-front.js';
+import { addEnvSetting, closeAgents, get, initKiwi, need, needNodeParts, profFlags, runKiwi, until, wrk, type Load, type Phase } from './kiwi-front.js';
 import { childrenOf, commOf, cpuSeconds, rssMiB, rssSplitMiB, settledRssMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 5);
@@ -63,10 +63,8 @@ const phases: BenchPhase[] = (process.argv[5] ?? '1,2,1/0').split(',').map((spec
   const [w, h] = keys!.split('/');
   const ph: BenchPhase = { workers: Number(w), heap: h === undefined ? undefined : Number(h), quickack: false, env: {} };
   for (const extra of extras) {
-    const eq = extra.indexOf('=');
     if (extra === 'quickack') ph.quickack = true;
-    else if (eq > 0) ph.env[extra.slice(0, eq)] = extra.slice(eq + 1);
-    else throw new Error(`phase ${spec}: "+${extra}" is neither quickack nor NAME=VALUE`);
+    else if (!addEnvSetting(extra, ph.env)) throw new Error(`phase ${spec}: "+${extra}" is neither quickack nor NAME=VALUE`);
   }
   return ph;
 });
