@@ -205,3 +205,23 @@ test('claims of any size and script come back as signed (every base64url length,
     { numRuns: 60 },
   );
 });
+
+test('a header is judged alike the first time and after (kept headers, refused ones, more than are kept)', async () => {
+  // verify() keeps the checked form of headers it has seen (crypto/verify.ts);
+  // what it answers must not depend on what it has seen before.
+  const o = { issuer: ISS, audience: AUD };
+  const refused = rawToken({ ...hdr, crit: ['exp'], exp: 1 }, good());
+  const typed = rawToken({ ...hdr, typ: 'at+jwt' }, good());
+  for (let round = 0; round < 2; round++) {
+    await rejects(verify(refused, pubPem, o), /ERR_JOSE_NOT_SUPPORTED/);
+    await rejects(verify(typed, pubPem, { ...o, typ: 'JWT' }), /CLAIM_VALIDATION/);
+    assert.equal((await verify(typed, pubPem, { ...o, typ: 'at+jwt' })).sub, 'alice');
+    // 200 headers, far more than are kept: each verifies, and a tampered
+    // signature under each still fails.
+    for (let i = 0; i < 200; i++) {
+      const t = rawToken({ ...hdr, n: i }, good());
+      assert.equal((await verify(t, pubPem, o)).sub, 'alice');
+      await rejects(verify(`${t.slice(0, -4)}AAAA`, pubPem, o), /SIGNATURE_VERIFICATION_FAILED/);
+    }
+  }
+});

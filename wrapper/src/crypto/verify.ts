@@ -15,6 +15,7 @@
 // and error codes are jose's (ERR_JWS_INVALID, ERR_JWT_EXPIRED, ...);
 // test/unit/verify.test.ts holds both to the same verdicts.
 import { createHash, createPublicKey, verify as cryptoVerify, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { decodeBase64url } from './base64url.js';
 import { checkDpop, type DpopCheck } from './dpop.js';
 
 export { DpopError, MemoryReplayCache, verifyDpopProof, type DpopCheck, type DpopReplayCache } from './dpop.js';
@@ -138,13 +139,14 @@ const objectCache = new WeakMap<object, PreparedKey[]>();
 
 function prepareOne(input: string | KeyObject | JsonWebKey): PreparedKey {
   if (typeof input !== 'string') return prepare(input);
-  let k = pemCache.get(input);
-  if (!k) {
-    k = prepare(input);
-    if (pemCache.size >= MAX_CACHED_PEMS) pemCache.delete(pemCache.keys().next().value!);
-    pemCache.set(input, k);
-  }
-  return k;
+  return pemCache.get(input) ?? remember(pemCache, input, prepare(input), MAX_CACHED_PEMS);
+}
+
+/** Puts `value` in a cache of at most `max` entries, the oldest out first; returns it. */
+function remember<K, V>(cache: Map<K, V>, key: K, value: V, max: number): V {
+  if (cache.size >= max) cache.delete(cache.keys().next().value!);
+  cache.set(key, value);
+  return value;
 }
 
 /** The prepared keys, and whether they form a set (then the token's kid selects among them). */
@@ -168,7 +170,6 @@ const fail = (code: string, message: string): never => {
   throw new TokenError(message, code);
 };
 
-const BASE64URL = /^[A-Za-z0-9_-]*$/;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 function isPlainObject(x: unknown): x is Record<string, unknown> {
@@ -180,11 +181,12 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
 /** A length of 4n+1 is no base64 at all: Node's decoder would drop the stray character, jose refuses it. */
 const canBeBase64 = (segment: string) => segment.length % 4 !== 1;
 
-function decodeJson(segment: string, code: string, what: string): Record<string, unknown> {
+/** `bytes` decoded from `segment` (its length checked here), as a JSON object. */
+function decodeJson(segment: string, bytes: Buffer, code: string, what: string): Record<string, unknown> {
   if (!canBeBase64(segment)) fail(code, `${what} is not base64url-encoded JSON`);
   let parsed: unknown;
   try {
-    parsed = JSON.parse(utf8.decode(Buffer.from(segment, 'base64url')));
+    parsed = JSON.parse(utf8.decode(bytes));
   } catch {
     return fail(code, `${what} is not base64url-encoded JSON`);
   }
@@ -193,9 +195,10 @@ function decodeJson(segment: string, code: string, what: string): Record<string,
 }
 
 interface Jws {
-  header: Record<string, unknown>;
+  header: ProtectedHeader;
   signingInput: string;
   payload: string;
+  payloadBytes: Buffer;
   signature: Buffer;
 }
 
@@ -208,18 +211,46 @@ function parseCompact(token: string): Jws {
   const h = token.slice(0, dot1);
   const payload = token.slice(dot1 + 1, dot2);
   const sig = token.slice(dot2 + 1);
-  if (!BASE64URL.test(h) || !BASE64URL.test(payload) || !BASE64URL.test(sig)) fail('ERR_JWS_INVALID', 'JWS parts must be base64url');
+  const header = protectedHeader(h);
+  const payloadBytes = decodeBase64url(payload);
+  const signature = decodeBase64url(sig);
+  if (!payloadBytes || !signature) return fail('ERR_JWS_INVALID', 'JWS parts must be base64url');
   if (!canBeBase64(sig)) fail('ERR_JWS_INVALID', 'JWS signature is not base64url');
   return {
-    header: decodeJson(h, 'ERR_JWS_INVALID', 'JWS Protected Header'),
+    header,
     signingInput: token.slice(0, dot2),
     payload,
-    signature: Buffer.from(sig, 'base64url'),
+    payloadBytes,
+    signature,
   };
 }
 
+/** A protected header that passed checkHeader: its fields (frozen, shared) and its algorithm. */
+interface ProtectedHeader {
+  fields: Readonly<Record<string, unknown>>;
+  alg: string;
+}
+
+// Every token of one issuer and key carries the same header segment, so its
+// decoded and checked form is kept, keyed by the segment itself (bounded,
+// oldest out; short segments only): decoding and parsing it each time cost
+// ~3 % of a verification (bench/verify.ts). Headers that fail are not kept.
+const MAX_CACHED_HEADERS = 64;
+const MAX_CACHED_HEADER_LENGTH = 512;
+const headerCache = new Map<string, ProtectedHeader>();
+
+function protectedHeader(segment: string): ProtectedHeader {
+  const cached = headerCache.get(segment);
+  if (cached) return cached;
+  const bytes = decodeBase64url(segment);
+  if (!bytes) return fail('ERR_JWS_INVALID', 'JWS parts must be base64url');
+  const fields = Object.freeze(decodeJson(segment, bytes, 'ERR_JWS_INVALID', 'JWS Protected Header'));
+  const header = { fields, alg: checkHeader(fields) };
+  return segment.length <= MAX_CACHED_HEADER_LENGTH ? remember(headerCache, segment, header, MAX_CACHED_HEADERS) : header;
+}
+
 /** No JWS extensions are understood, so any `crit` fails (RFC 7515 §4.1.11); JWTs never use b64=false. */
-function checkHeader(header: Record<string, unknown>): string {
+function checkHeader(header: Readonly<Record<string, unknown>>): string {
   const { alg, crit, b64 } = header;
   if (typeof alg !== 'string' || alg === '') fail('ERR_JWS_INVALID', 'JWS "alg" (Algorithm) Header Parameter missing or invalid');
   if (crit !== undefined) fail('ERR_JOSE_NOT_SUPPORTED', 'no "crit" (Critical) Header Parameter extension is supported');
@@ -228,7 +259,7 @@ function checkHeader(header: Record<string, unknown>): string {
 }
 
 /** The explicit type (RFC 8725 §3.11), e.g. at+jwt for access tokens, when the caller asks for one. */
-function checkTyp(header: Record<string, unknown>, o: VerifyOptions): void {
+function checkTyp(header: Readonly<Record<string, unknown>>, o: VerifyOptions): void {
   const typ = header.typ;
   if (o.typ !== undefined && (typeof typ !== 'string' || normalizeTyp(typ) !== normalizeTyp(o.typ))) {
     fail('ERR_JWT_CLAIM_VALIDATION_FAILED', 'unexpected "typ" JWT header value');
@@ -243,8 +274,8 @@ const normalizeTyp = (v: string) => (v.includes('/') ? v.toLowerCase() : `applic
  * given on its own is used whatever the kid says, as jose does: its
  * signature decides.
  */
-function candidates({ set, keys }: { set: boolean; keys: PreparedKey[] }, header: Record<string, unknown>, alg: string): PreparedKey[] {
-  const kid = header.kid;
+function candidates({ set, keys }: { set: boolean; keys: PreparedKey[] }, { fields, alg }: ProtectedHeader): PreparedKey[] {
+  const kid = fields.kid;
   if (kid !== undefined && typeof kid !== 'string') fail('ERR_JWS_INVALID', 'JWS "kid" Header Parameter must be a string');
   if (set && kid !== undefined) {
     const match = keys.filter((k) => k.kids.includes(kid as string));
@@ -309,12 +340,11 @@ export function verifySync(token: string, keys: VerificationKeys, o: VerifyOptio
 function verifyClaims(token: string, keys: VerificationKeys, o: VerifyOptions): JWTPayload {
   const prepared = preparedKeys(keys);
   const jws = parseCompact(token);
-  const alg = checkHeader(jws.header);
-  if (!candidates(prepared, jws.header, alg).some((k) => signatureValid(k, jws))) {
+  if (!candidates(prepared, jws.header).some((k) => signatureValid(k, jws))) {
     fail('ERR_JWS_SIGNATURE_VERIFICATION_FAILED', 'signature verification failed');
   }
-  const claims = decodeJson(jws.payload, 'ERR_JWT_INVALID', 'JWT Claims Set');
-  checkTyp(jws.header, o);
+  const claims = decodeJson(jws.payload, jws.payloadBytes, 'ERR_JWT_INVALID', 'JWT Claims Set');
+  checkTyp(jws.header.fields, o);
   checkClaims(claims, o);
   return claims as JWTPayload;
 }
