@@ -12,6 +12,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { BatchedLog, redactUrl } from '../telemetry/log.js';
 import { sendErrorPage } from './error-page.js';
+import { InFlight } from './in-flight.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { UpstreamProxy } from './proxy.js';
 import { listenOn } from './listen.js';
@@ -63,9 +64,9 @@ function pathnameOf(url: string | undefined): string {
 
 export class FrontDoor {
   private readonly server: https.Server;
-  private readonly sockets = new Set<Socket>();
+  private readonly sockets = new InFlight<Socket>();
   /** Requests not yet answered; drain waits for these. */
-  private readonly pending = new Set<ServerResponse>();
+  private readonly pending = new InFlight<ServerResponse>();
   private draining = false;
   /** The per-request lines (see BatchedLog for why they are not written through `log`). */
   private readonly accessLog: BatchedLog;
@@ -83,8 +84,8 @@ export class FrontDoor {
     this.server.on('request', (req, res) => this.onRequest(req, res));
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
     this.server.on('secureConnection', (socket: Socket) => {
-      this.sockets.add(socket);
-      socket.on('close', () => this.sockets.delete(socket));
+      const slot = this.sockets.add(socket);
+      socket.on('close', () => this.sockets.remove(slot));
     });
     // TLS handshake failures and garbage are the client's problem; never crash on them.
     this.server.on('tlsClientError', (err) => o.log.debug({ err_code: (err as NodeJS.ErrnoException).code }, 'TLS handshake failed'));
@@ -161,7 +162,7 @@ export class FrontDoor {
     const route = isHealth ? pathname.slice(1) : (owner?.name ?? 'proxy');
     // Read now: once the client has closed its connection the socket no longer knows it.
     const remote = req.socket?.remoteAddress;
-    this.pending.add(res);
+    const slot = this.pending.add(res);
     // The proxy puts the id in the header list it answers with (Node's fast
     // path for writeHead needs no header set before); everything else gets it here.
     if (route !== 'proxy') res.setHeader('x-request-id', requestId);
@@ -171,7 +172,7 @@ export class FrontDoor {
     const done = () => {
       if (counted) return;
       counted = true;
-      this.pending.delete(res);
+      this.pending.remove(slot);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const status = res.writableFinished ? res.statusCode : 0; // 0: client went away
       this.o.metrics.requests.inc({ route, method: req.method ?? '', status: String(status) });
