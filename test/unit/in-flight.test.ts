@@ -11,18 +11,20 @@ test('holds what was added and not yet removed, whatever the order', () => {
     fc.property(fc.array(fc.oneof(fc.constant('add' as const), fc.nat(50)), { maxLength: 200 }), (ops) => {
       const open = new InFlight<object>();
       const model = new Map<number, object>(); // slot -> item
-      const slots: number[] = [];
+      const added: Array<[number, object]> = [];
       for (const op of ops) {
         if (op === 'add') {
           const item = {};
           const slot = open.add(item);
           assert.equal(model.has(slot), false, 'a slot in use is not handed out again');
           model.set(slot, item);
-          slots.push(slot);
-        } else if (slots.length > 0) {
-          const slot = slots[op % slots.length]!;
-          open.remove(slot); // removing twice (the same slot picked again) changes nothing
-          model.delete(slot);
+          added.push([slot, item]);
+        } else if (added.length > 0) {
+          // Any item added so far: removing one already removed changes nothing,
+          // also when its slot now holds a later item.
+          const [slot, item] = added[op % added.length]!;
+          open.remove(slot, item);
+          if (model.get(slot) === item) model.delete(slot);
         }
         assert.equal(open.size, model.size);
         assert.deepEqual(new Set(open), new Set(model.values()));
@@ -31,15 +33,17 @@ test('holds what was added and not yet removed, whatever the order', () => {
   );
 });
 
-test('a removed slot is used again, and removing it twice frees it once', () => {
+test('a removed slot is used again; removing twice frees it once and never takes its next item', () => {
   const open = new InFlight<string>();
   const a = open.add('a');
   const b = open.add('b');
-  open.remove(a);
-  open.remove(a);
+  open.remove(a, 'a');
+  open.remove(a, 'a');
   assert.equal(open.size, 1);
   const c = open.add('c');
   assert.equal(c, a, 'the freed slot is reused');
+  open.remove(a, 'a'); // late: the slot is 'c' now
+  assert.deepEqual([...open].sort(), ['b', 'c']);
   const d = open.add('d');
   assert.notEqual(d, a, 'a slot freed twice is not handed out twice');
   assert.notEqual(d, b);
@@ -52,7 +56,7 @@ test('removing while iterating (a drain destroying sockets) visits each item onc
   const seen: number[] = [];
   for (const n of open) {
     seen.push(n);
-    open.remove(slots[n - 1]!);
+    open.remove(slots[n - 1]!, n);
   }
   assert.deepEqual(seen, [1, 2, 3, 4]);
   assert.equal(open.size, 0);

@@ -85,7 +85,7 @@ export class FrontDoor {
     this.server.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
     this.server.on('secureConnection', (socket: Socket) => {
       const slot = this.sockets.add(socket);
-      socket.on('close', () => this.sockets.remove(slot));
+      socket.on('close', () => this.sockets.remove(slot, socket));
     });
     // TLS handshake failures and garbage are the client's problem; never crash on them.
     this.server.on('tlsClientError', (err) => o.log.debug({ err_code: (err as NodeJS.ErrnoException).code }, 'TLS handshake failed'));
@@ -172,7 +172,7 @@ export class FrontDoor {
     const done = () => {
       if (counted) return;
       counted = true;
-      this.pending.remove(slot);
+      this.pending.remove(slot, res);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const status = res.writableFinished ? res.statusCode : 0; // 0: client went away
       this.o.metrics.requests.inc({ route, method: req.method ?? '', status: String(status) });

@@ -26,9 +26,9 @@ export class InFlight<T> implements Iterable<T> {
     return slot;
   }
 
-  /** Lets go of what `add` returned `slot` for; a second call does nothing. */
-  remove(slot: number): void {
-    if (this.slots[slot] === undefined) return;
+  /** Lets go of `item`, which `add` gave `slot`; a second call does nothing, even once the slot holds another item. */
+  remove(slot: number, item: T): void {
+    if (this.slots[slot] !== item || item === undefined) return;
     this.slots[slot] = undefined;
     this.free.push(slot);
     this.count--;
