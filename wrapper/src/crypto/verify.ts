@@ -230,7 +230,6 @@ interface ProtectedHeader {
   segment: string;
   fields: Readonly<Record<string, unknown>>;
   alg: string;
-  kept: boolean;
 }
 
 // Every token of one issuer and key carries the same header segment, so its
@@ -248,13 +247,13 @@ function protectedHeader(segment: string): ProtectedHeader {
   const bytes = decodeBase64url(segment);
   if (!bytes) return fail('ERR_JWS_INVALID', 'JWS parts must be base64url');
   const fields = Object.freeze(decodeJson(segment, bytes, 'ERR_JWS_INVALID', 'JWS Protected Header'));
-  return { segment, fields, alg: checkHeader(fields), kept: false };
+  return { segment, fields, alg: checkHeader(fields) };
 }
 
-/** After a valid signature: the header is worth keeping. */
+/** After a valid signature: the header is worth keeping (if it is not kept already). */
 function keepHeader(header: ProtectedHeader): void {
-  if (header.kept || header.segment.length > MAX_CACHED_HEADER_LENGTH) return;
-  remember(headerCache, header.segment, { ...header, kept: true }, MAX_CACHED_HEADERS);
+  if (header.segment.length > MAX_CACHED_HEADER_LENGTH || headerCache.has(header.segment)) return;
+  remember(headerCache, header.segment, header, MAX_CACHED_HEADERS);
 }
 
 /** No JWS extensions are understood, so any `crit` fails (RFC 7515 §4.1.11); JWTs never use b64=false. */
