@@ -1,7 +1,7 @@
 // TLS toward Kanidm: its own CA is the only trust root and the certificate
 // must name the configured upstream host. Verification is never turned off.
 import { readFileSync } from 'node:fs';
-import { checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { checkServerIdentity, createSecureContext, type PeerCertificate } from 'node:tls';
 import { isIP } from 'node:net';
 import { Agent, buildConnector } from 'undici';
 
@@ -14,11 +14,26 @@ export function upstreamTls(upstreamAddr: string, caPath: string): UpstreamTls {
   return { ca: readFileSync(caPath), host: new URL(upstreamAddr).hostname.replace(/^\[|\]$/g, '') };
 }
 
+/**
+ * How long a pooled connection to Kanidm may sit idle. Kanidm 1.11 closes a
+ * connection that has been idle for 60 s (hyper's header_read_timeout,
+ * HTTPS_CLIENT_IO_TIMEOUT in its server/core/src/https/mod.rs; measured:
+ * 60.0 s) and sends no Keep-Alive hint, so the pool lets go 10 s before that:
+ * a request is never written to a connection Kanidm is closing, and traffic
+ * that pauses for less than 50 s finds its connections still open. Each new
+ * one is a full TLS handshake (Kanidm resumes no TLS 1.3 session) costing
+ * the event loop 1.2–1.7 ms, and a pool refilling at once after a pause was
+ * the tail of the proxy's latency (bench/RESULTS.md, "Reconnections").
+ */
+export const UPSTREAM_IDLE_MS = 50_000;
+
 // SNI may not carry an IP; identity is checked against the configured host
 // either way (the Host header seen by the proxy is the *public* name).
+// One TLS context per agent, not per connection: building it (the CA parsed,
+// an OpenSSL context set up) took ~0.45 ms of every new connection.
 function tlsOptions(t: UpstreamTls) {
   return {
-    ca: t.ca,
+    secureContext: createSecureContext({ ca: t.ca }),
     rejectUnauthorized: true,
     servername: isIP(t.host) ? '' : t.host,
     checkServerIdentity: (_name: string, cert: PeerCertificate) => checkServerIdentity(t.host, cert),
@@ -38,10 +53,10 @@ export function proxyAgent(t: UpstreamTls, maxSockets = 256): Agent {
   const tlsConnect = buildConnector(tlsOptions(t));
   const servername = isIP(t.host) ? undefined : t.host;
   const connect: buildConnector.connector = (opts, cb) => tlsConnect({ ...opts, servername }, cb);
-  return new Agent({ connect, connections: maxSockets, keepAliveTimeout: 10_000 });
+  return new Agent({ connect, connections: maxSockets, keepAliveTimeout: UPSTREAM_IDLE_MS });
 }
 
 /** undici dispatcher for the wrapper's own calls (health checks, API calls). */
 export function undiciAgent(t: UpstreamTls): Agent {
-  return new Agent({ connect: tlsOptions(t), keepAliveTimeout: 10_000 });
+  return new Agent({ connect: tlsOptions(t), keepAliveTimeout: UPSTREAM_IDLE_MS });
 }
