@@ -15,15 +15,16 @@ export function upstreamTls(upstreamAddr: string, caPath: string): UpstreamTls {
 }
 
 /**
- * How long a pooled connection to Kanidm may sit idle. Kanidm 1.11 closes a
- * connection that has been idle for 60 s (hyper's header_read_timeout,
+ * How long a pooled connection to Kanidm may sit idle. The pinned Kanidm
+ * (1.11.1) closes a connection idle for 60 s (hyper's header_read_timeout,
  * HTTPS_CLIENT_IO_TIMEOUT in its server/core/src/https/mod.rs; measured:
- * 60.0 s) and sends no Keep-Alive hint, so the pool lets go 10 s before that:
- * a request is never written to a connection Kanidm is closing, and traffic
- * that pauses for less than 50 s finds its connections still open. Each new
- * one is a full TLS handshake (Kanidm resumes no TLS 1.3 session) costing
- * the event loop 1.2–1.7 ms, and a pool refilling at once after a pause was
- * the tail of the proxy's latency (bench/RESULTS.md, "Reconnections").
+ * 60.0 s) and sends no Keep-Alive hint, so the pool lets go 10 s earlier:
+ * that margin keeps requests off connections Kanidm is about to close, and
+ * traffic that pauses for less than 50 s finds its connections still open.
+ * Each new one is a full TLS handshake (Kanidm resumes no TLS 1.3 session)
+ * costing the event loop 1.2–1.7 ms, and a pool refilling at once after a
+ * pause was the tail of the proxy's latency (bench/RESULTS.md,
+ * "Reconnections"). Re-check the margin when the pin moves.
  */
 export const UPSTREAM_IDLE_MS = 50_000;
 
