@@ -9,7 +9,8 @@ import { createHash, randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { Agent, request } from 'undici';
+import { Agent, Client, request } from 'undici';
+import { UPSTREAM_IDLE_MS } from '../../wrapper/src/upstream/tls.js';
 import { HttpBrowser } from './harness/http-browser.js';
 import { enrolAtResetPage, KanidmApi, signInAtKanidmUi } from './harness/kanidm-api.js';
 import { KiwiNode, UPSTREAM_PREFIX } from './harness/kiwi-node.js';
@@ -18,14 +19,23 @@ const node = new KiwiNode({ name: 'proxy' });
 let direct: Agent;
 let api: KanidmApi;
 let admin: string; // idm_admin bearer token (privileged), obtained through the wrapper
+// One connection straight to Kanidm, opened first and used again by the last
+// test: its idle time overlaps the other tests' (see that test).
+let idleProbe: { client: Client; connects: number; idleSince: number } | undefined;
 before(async () => {
   await node.init();
   await node.start();
   direct = new Agent({ connect: { ca: fs.readFileSync(node.upstreamCaPath) } });
+  const client = new Client(node.upstreamUrl, { connect: { ca: fs.readFileSync(node.upstreamCaPath) }, keepAliveTimeout: 600_000, keepAliveMaxTimeout: 600_000 });
+  idleProbe = { client, connects: 0, idleSince: 0 };
+  client.on('connect', () => idleProbe!.connects++);
+  await (await client.request({ path: '/status', method: 'GET' })).body.text();
+  idleProbe.idleSince = Date.now();
   api = new KanidmApi(node.base, node.dispatcher!);
   admin = await api.login('idm_admin', { password: node.password('idm_admin') }, { privileged: true });
 });
 after(async () => {
+  await idleProbe?.client.destroy();
   await direct?.close();
   await node.close();
 });
@@ -231,4 +241,17 @@ test("`kiwi-id kanidm` keeps this instance's login tokens apart: logins to other
 
   const listed = await node.kanidm(['person', 'list']);
   assert.equal(listed.exitCode, 0, listed.stderr);
+});
+
+// Last in this file: by now the probe has been idle through the tests above.
+test("Kanidm keeps an idle connection open longer than the wrapper's pool keeps one (so pooled requests never meet Kanidm's idle close)", async () => {
+  const probe = idleProbe!;
+  // The idle time is what is under test; only the part the tests above did not use up is waited here.
+  const idleFor = UPSTREAM_IDLE_MS + 2_000;
+  const left = probe.idleSince + idleFor - Date.now();
+  if (left > 0) await new Promise((r) => setTimeout(r, left));
+  const res = await probe.client.request({ path: '/status', method: 'GET' });
+  assert.equal(res.statusCode, 200);
+  await res.body.text();
+  assert.equal(probe.connects, 1, `Kanidm closed a connection idle for ${idleFor / 1000} s; the pool's UPSTREAM_IDLE_MS must be below Kanidm's idle close`);
 });

@@ -24,7 +24,8 @@ export function upstreamTls(upstreamAddr: string, caPath: string): UpstreamTls {
  * Each new one is a full TLS handshake (Kanidm resumes no TLS 1.3 session)
  * costing the event loop 1.2–1.7 ms, and a pool refilling at once after a
  * pause was the tail of the proxy's latency (bench/RESULTS.md,
- * "Reconnections"). Re-check the margin when the pin moves.
+ * "Reconnections"). test/integration/proxy.test.ts holds the pinned Kanidm
+ * to keeping an idle connection longer than this.
  */
 export const UPSTREAM_IDLE_MS = 50_000;
 
