@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { isTable, tomlType, type Table } from './toml-types.js';
+import { urlHost } from './url-host.js';
 
 export const DISTRIBUTED_MODES = ['off', 'eventual', 'forwarding', 'strict'] as const;
 export type DistributedMode = (typeof DISTRIBUTED_MODES)[number];
@@ -76,7 +77,7 @@ export function defaultNodeId(): string {
 
 /** The hostname of a peer URL, lower-case, IPv6 brackets removed. */
 export function peerHost(url: string): string {
-  return new URL(url).hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return urlHost(url).toLowerCase();
 }
 
 type Fail = (key: string, problem: string) => Error;

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { adminPasswordFile, type KiwiConfig } from '../config/config.js';
+import { urlHost } from '../config/url-host.js';
 import { ensureParentDir, generateSigningKeyPair, writeNewFilesAtomic } from '../crypto/keys.js';
 import { verifyPinned } from '../upstream/pin.js';
 import { loadOrCreateCookieKeys } from '../oidc/cookie-keys.js';
@@ -65,7 +66,7 @@ export async function initWrapper(cfg: KiwiConfig): Promise<Report> {
   step(report, 'jwt signing key pair', cfg.jwt_private_key, keys.created);
 
   const url = new URL(cfg.issuer);
-  const host = url.hostname.replace(/^\[|\]$/g, '');
+  const host = urlHost(url);
   const isIp = net.isIP(host) !== 0;
   const ips = new Set(['127.0.0.1']);
   if (isIp) ips.add(host);
@@ -102,7 +103,7 @@ export function upstreamTlsPaths(cfg: KiwiConfig) {
 /** Kanidm's `domain`: the public issuer host. WebAuthn needs a name, not an address. */
 function kanidmDomain(cfg: KiwiConfig): string {
   const host = new URL(cfg.issuer).hostname;
-  if (net.isIP(host.replace(/^\[|\]$/g, '')) !== 0) {
+  if (net.isIP(urlHost(cfg.issuer)) !== 0) {
     throw new Error(`issuer ${cfg.issuer} (${cfg.config_file}) must use a hostname: Kanidm's domain and WebAuthn passkeys are bound to it`);
   }
   return host;
@@ -130,7 +131,7 @@ function writeServerConfig(cfg: KiwiConfig, report: Report): void {
  */
 function writeServerTls(cfg: KiwiConfig, report: Report): void {
   const tls = upstreamTlsPaths(cfg);
-  const host = new URL(cfg.upstream_addr).hostname.replace(/^\[|\]$/g, '');
+  const host = urlHost(cfg.upstream_addr);
   const isIp = net.isIP(host) !== 0;
   const made = generateDevCertificate({
     certPath: tls.chain,

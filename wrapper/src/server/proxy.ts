@@ -17,6 +17,7 @@ import type { Duplex } from 'node:stream';
 import { Transform, type TransformCallback } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { Logger } from 'pino';
+import { urlHost } from '../config/url-host.js';
 import { sendErrorPage } from './error-page.js';
 
 export interface UpstreamProxyOptions {
@@ -133,7 +134,7 @@ export class UpstreamProxy {
   private readonly servername: string;
 
   constructor(private readonly o: UpstreamProxyOptions) {
-    this.servername = new URL(o.target).hostname.replace(/^\[|\]$/g, '');
+    this.servername = urlHost(o.target);
   }
 
   /** Serves one proxied HTTP request; never throws, every failure becomes a clean response. */

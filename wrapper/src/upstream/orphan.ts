@@ -28,6 +28,7 @@ import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { setTimeout as wait } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { urlHost } from '../config/url-host.js';
 
 /** A process as the kernel knows it: the pid plus when it started (clock ticks after boot). */
 export interface ProcessIdentity {
@@ -174,7 +175,7 @@ export function findUpstreamProcesses(bin: string, config: string, except: numbe
 /** Whether something accepts TCP connections on the host:port of `origin`. */
 export function portInUse(origin: string, timeoutMs = 2_000): Promise<boolean> {
   const u = new URL(origin);
-  const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
+  const host = urlHost(u);
   const port = Number(u.port || 443);
   return new Promise((resolve) => {
     const s = connect({ host, port, timeout: timeoutMs });

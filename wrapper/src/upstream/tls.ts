@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { checkServerIdentity, createSecureContext, type PeerCertificate, type SecureContext } from 'node:tls';
 import { isIP } from 'node:net';
 import { Agent, buildConnector } from 'undici';
+import { urlHost } from '../config/url-host.js';
 
 export interface UpstreamTls {
   /** Kanidm's CA as the only trust root, shared by every agent and connection made from this. */
@@ -16,7 +17,7 @@ export interface UpstreamTls {
 export function upstreamTls(upstreamAddr: string, caPath: string): UpstreamTls {
   return {
     context: createSecureContext({ ca: readFileSync(caPath) }),
-    host: new URL(upstreamAddr).hostname.replace(/^\[|\]$/g, ''),
+    host: urlHost(upstreamAddr),
   };
 }
 
