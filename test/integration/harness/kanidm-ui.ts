@@ -3,24 +3,67 @@
 // Only Kanidm's pages are touched here; what Kiwi ID does around them is what
 // the tests assert.
 import * as OTPAuth from 'otpauth';
-import type { CDPSession, Page } from 'playwright-core';
+import type { CDPSession, Locator, Page, Request, Response } from 'playwright-core';
+
+/**
+ * Runs a step on Kanidm's pages; if it fails, the error also names every
+ * answer the page got that was not a success (Kanidm's reset page swaps
+ * nothing in on an error status, so the step only sees a button that never
+ * comes) and what the page showed.
+ */
+async function explained<T>(page: Page, what: string, step: () => Promise<T>): Promise<T> {
+  const failures: string[] = [];
+  const onResponse = (r: Response) => {
+    if (r.status() >= 400) failures.push(`${r.request().method()} ${new URL(r.url()).pathname} -> ${r.status()}`);
+  };
+  const onFailed = (r: Request) => failures.push(`${r.method()} ${new URL(r.url()).pathname} failed: ${r.failure()?.errorText}`);
+  page.on('response', onResponse);
+  page.on('requestfailed', onFailed);
+  try {
+    return await step();
+  } catch (err) {
+    const shown = await page.locator('body').innerText({ timeout: 1000 }).catch(() => '(page unreadable)');
+    throw new Error(`${what} failed at ${page.url()}\nnon-success answers: ${failures.join('; ') || 'none'}\npage: ${shown.slice(0, 500)}`, {
+      cause: err,
+    });
+  } finally {
+    page.off('response', onResponse);
+    page.off('requestfailed', onFailed);
+  }
+}
 
 /** Opens a reset link and sets a password, then a TOTP; returns the enrolled TOTP generator. */
-export async function enrolPasswordAndTotp(page: Page, resetUrl: string, password: string): Promise<OTPAuth.TOTP> {
+export function enrolPasswordAndTotp(page: Page, resetUrl: string, password: string): Promise<OTPAuth.TOTP> {
+  return explained(page, 'enrolling a password and a TOTP', () => enrolPasswordAndTotpSteps(page, resetUrl, password));
+}
+
+/**
+ * Kanidm's reset page is htmx 1.9: content it swaps in gets its handlers in
+ * the settle step, 20 ms later (htmx's settle delay), and a click on a button
+ * before that does nothing at all. So a button on that page is clicked once it
+ * is there and htmx has nothing in flight or still to settle.
+ */
+async function clickSettled(page: Page, button: Locator): Promise<void> {
+  await button.waitFor();
+  await page.waitForFunction(() => document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added') === null);
+  await button.click();
+}
+
+async function enrolPasswordAndTotpSteps(page: Page, resetUrl: string, password: string): Promise<OTPAuth.TOTP> {
   await page.goto(resetUrl);
-  await page.getByRole('button', { name: 'Add Password' }).click();
+  await clickSettled(page, page.getByRole('button', { name: 'Add Password' }));
   await page.locator('#new-password').fill(password);
   await page.locator('#new-password-check').fill(password);
-  await page.getByRole('button', { name: 'Submit' }).click();
-  await page.getByRole('button', { name: 'Add TOTP' }).click();
+  await clickSettled(page, page.getByRole('button', { name: 'Submit' }));
+  await clickSettled(page, page.getByRole('button', { name: 'Add TOTP' }));
   const uri = (await page.locator('#totpInfo code').innerText()).trim();
   const totp = OTPAuth.URI.parse(uri);
   if (!(totp instanceof OTPAuth.TOTP)) throw new Error(`not a TOTP URI: ${uri}`);
   await page.locator('#new-totp-name').fill('phone');
   await page.locator('#new-totp-check').fill(totp.generate());
-  await page.getByRole('button', { name: 'Add', exact: true }).click();
+  await clickSettled(page, page.getByRole('button', { name: 'Add', exact: true }));
   await page.getByText('Registered authenticators').waitFor();
-  await page.getByRole('button', { name: 'Save Changes' }).click();
+  await clickSettled(page, page.getByRole('button', { name: 'Save Changes' }));
   await page.waitForURL(/\/ui\/login/);
   return totp;
 }
@@ -55,13 +98,17 @@ export async function addVirtualAuthenticator(page: Page): Promise<VirtualAuthen
 }
 
 /** Opens a reset link and registers a passkey with the page's virtual authenticator. */
-export async function enrolPasskey(page: Page, resetUrl: string): Promise<void> {
+export function enrolPasskey(page: Page, resetUrl: string): Promise<void> {
+  return explained(page, 'enrolling a passkey', () => enrolPasskeySteps(page, resetUrl));
+}
+
+async function enrolPasskeySteps(page: Page, resetUrl: string): Promise<void> {
   await page.goto(resetUrl);
-  await page.getByRole('button', { name: 'Add Passkey' }).click();
+  await clickSettled(page, page.getByRole('button', { name: 'Add Passkey' }));
   await page.locator('#passkey-label, input[name=name]').first().fill('laptop');
-  await page.getByRole('button', { name: /^(Submit|Add|Begin|Register)/ }).first().click();
+  await clickSettled(page, page.getByRole('button', { name: /^(Submit|Add|Begin|Register)/ }).first());
   await page.getByText('Registered authenticators').or(page.getByText('Passkeys')).first().waitFor();
-  await page.getByRole('button', { name: 'Save Changes' }).click();
+  await clickSettled(page, page.getByRole('button', { name: 'Save Changes' }));
   await page.waitForURL(/\/ui\/login/);
 }
 
