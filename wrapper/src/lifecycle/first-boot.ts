@@ -102,8 +102,8 @@ export function upstreamTlsPaths(cfg: KiwiConfig) {
 
 /** Kanidm's `domain`: the public issuer host. WebAuthn needs a name, not an address. */
 function kanidmDomain(cfg: KiwiConfig): string {
-  const host = new URL(cfg.issuer).hostname;
-  if (net.isIP(urlHost(cfg.issuer)) !== 0) {
+  const host = urlHost(cfg.issuer);
+  if (net.isIP(host) !== 0) {
     throw new Error(`issuer ${cfg.issuer} (${cfg.config_file}) must use a hostname: Kanidm's domain and WebAuthn passkeys are bound to it`);
   }
   return host;
