@@ -25,8 +25,9 @@ let idleProbe: { client: Client; connects: number; idleSince: number } | undefin
 before(async () => {
   await node.init();
   await node.start();
-  direct = new Agent({ connect: { ca: fs.readFileSync(node.upstreamCaPath) } });
-  const client = new Client(node.upstreamUrl, { connect: { ca: fs.readFileSync(node.upstreamCaPath) }, keepAliveTimeout: 600_000, keepAliveMaxTimeout: 600_000 });
+  const ca = fs.readFileSync(node.upstreamCaPath);
+  direct = new Agent({ connect: { ca } });
+  const client = new Client(node.upstreamUrl, { connect: { ca }, keepAliveTimeout: 600_000, keepAliveMaxTimeout: 600_000 });
   idleProbe = { client, connects: 0, idleSince: 0 };
   client.on('connect', () => idleProbe!.connects++);
   await (await client.request({ path: '/status', method: 'GET' })).body.text();
