@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as oidc from 'openid-client';
 import { verify } from '../../wrapper/src/crypto/verify.js';
-import { DEVICE_CODE_GRANT } from '../../wrapper/src/clients/clients-file.js';
+import { DEVICE_CODE_GRANT } from '../../wrapper/src/clients/client-record.js';
 import { CookieBrowser } from './harness/cookie-browser.js';
 import { form, IssuerHarness } from './harness/issuer.js';
 import { ScriptedLogin } from './harness/scripted-login.js';

@@ -9,7 +9,7 @@ import { Command, CommanderError } from 'commander';
 import * as oidc from 'openid-client';
 import { fetch as undiciFetch } from 'undici';
 import { registerClientCommands } from '../../wrapper/src/cli/client.js';
-import { verifySecret } from '../../wrapper/src/clients/clients-file.js';
+import { verifySecret } from '../../wrapper/src/clients/client-secret.js';
 import { REGISTERED_CLIENT_MODEL, StoreRegisteredClients } from '../../wrapper/src/clients/registered-clients.js';
 import { verify } from '../../wrapper/src/crypto/verify.js';
 import { form, IssuerHarness } from './harness/issuer.js';

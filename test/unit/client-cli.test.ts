@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runClientCli } from './harness/client-cli.js';
-import { loadClients, verifySecret } from '../../wrapper/src/clients/clients-file.js';
+import { verifySecret } from '../../wrapper/src/clients/client-secret.js';
+import { loadClients } from '../../wrapper/src/clients/clients-file.js';
 
 let dir: string;
 let file: string;

@@ -7,7 +7,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { runClientCli } from './harness/client-cli.js';
 import { clientMetadata } from '../../wrapper/src/clients/clients-source.js';
-import { ClientError, DEVICE_CODE_GRANT, formatClients, loadClients, parseClients, validateClient } from '../../wrapper/src/clients/clients-file.js';
+import { ClientError } from '../../wrapper/src/clients/client-errors.js';
+import { DEVICE_CODE_GRANT } from '../../wrapper/src/clients/client-record.js';
+import { formatClients, loadClients, parseClients } from '../../wrapper/src/clients/clients-file.js';
+import { validateClient } from '../../wrapper/src/clients/validate-client.js';
 
 let dir: string;
 before(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiwi-clients-features-'))));

@@ -4,22 +4,11 @@ import { createHash, generateKeyPairSync, randomBytes, scryptSync } from 'node:c
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import {
-  addClient,
-  ClientError,
-  ClientsFileError,
-  generateSecret,
-  hashSecret,
-  isSecretHash,
-  loadClients,
-  removeClient,
-  rotateSecret,
-  saveClients,
-  UnknownClientError,
-  verifySecret,
-  verifySecretAsync,
-  type ClientRecord,
-} from '../../wrapper/src/clients/clients-file.js';
+import { ClientError, ClientsFileError, UnknownClientError } from '../../wrapper/src/clients/client-errors.js';
+import { addClient, removeClient, rotateSecret } from '../../wrapper/src/clients/client-list.js';
+import type { ClientRecord } from '../../wrapper/src/clients/client-record.js';
+import { generateSecret, hashSecret, isSecretHash, verifySecret, verifySecretAsync } from '../../wrapper/src/clients/client-secret.js';
+import { loadClients, saveClients } from '../../wrapper/src/clients/clients-file.js';
 
 let dir: string;
 let counter = 0;

@@ -6,24 +6,10 @@
 // exit 1 for an unknown client_id.
 
 import { Command, CommanderError, Option } from 'commander';
-import {
-  addClient,
-  ClientError,
-  ClientsFileError,
-  findClient,
-  GRANT_TYPES,
-  loadClients,
-  removeClient,
-  rotateSecret,
-  updateClient,
-  updateClients,
-  type ClientChanges,
-  UnknownClientError,
-  type ClientInput,
-  type ClientRecord,
-  type GrantType,
-  DEVICE_CODE_GRANT,
-} from '../clients/clients-file.js';
+import { ClientError, ClientsFileError, UnknownClientError } from '../clients/client-errors.js';
+import { addClient, findClient, removeClient, rotateSecret, updateClient, type ClientChanges } from '../clients/client-list.js';
+import { GRANT_TYPES, type ClientInput, type ClientRecord, type GrantType, DEVICE_CODE_GRANT } from '../clients/client-record.js';
+import { loadClients, updateClients } from '../clients/clients-file.js';
 import type { RegisteredClient, RegisteredClients } from '../clients/registered-clients.js';
 
 const EXIT_UNKNOWN = 1;

@@ -4,7 +4,8 @@
 // (and is logged) rather than locking every service out.
 import fs from 'node:fs';
 import type { Logger } from 'pino';
-import { loadClients, type ClientRecord } from './clients-file.js';
+import type { ClientRecord } from './client-record.js';
+import { loadClients } from './clients-file.js';
 
 /** oidc-provider client metadata for one record. */
 export function clientMetadata(c: ClientRecord): Record<string, unknown> {
@@ -12,7 +13,7 @@ export function clientMetadata(c: ClientRecord): Record<string, unknown> {
   return {
     client_id: c.client_id,
     client_name: c.client_name,
-    // Only the scrypt hash is known; the provider's compareClientSecret is
+    // Only the secret's hash is known (client-secret.ts); the provider's compareClientSecret is
     // replaced accordingly (see issuer.ts).
     client_secret: c.client_secret_hash,
     redirect_uris: usesCode ? [...c.redirect_uris] : [],

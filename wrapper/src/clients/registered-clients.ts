@@ -8,7 +8,7 @@
 // The client secret that registration hands out once is stored only as a
 // hash (as in the clients file); the issuer's compareClientSecret checks hashes.
 import type { StateStore } from '../state/store.js';
-import { hashSecret, isSecretHash } from './clients-file.js';
+import { hashSecret, isSecretHash } from './client-secret.js';
 
 export const REGISTERED_CLIENT_MODEL = 'RegisteredClient';
 

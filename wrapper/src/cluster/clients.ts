@@ -4,7 +4,7 @@
 // timestamp when it starts, so after a restart its file wins; a client removed from a node's
 // file is removed cluster-wide (unless another node has since changed it).
 import type { Logger } from 'pino';
-import type { ClientRecord } from '../clients/clients-file.js';
+import type { ClientRecord } from '../clients/client-record.js';
 import { ClientsSource } from '../clients/clients-source.js';
 import { canonical } from './crdt.js';
 import { KIND } from './replicated-state.js';

@@ -4,7 +4,9 @@
 // enabled is absent from discovery and answers the proper OAuth2 error.
 import { randomBytes } from 'node:crypto';
 import { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
-import { generateSecret, GRANT_TYPES, redirectUriProblem } from '../clients/clients-file.js';
+import { GRANT_TYPES } from '../clients/client-record.js';
+import { generateSecret } from '../clients/client-secret.js';
+import { redirectUriProblem } from '../clients/validate-client.js';
 import type { ClientsSource } from '../clients/clients-source.js';
 import type { TokenTtls } from '../config/config.js';
 import { DPOP_ALGORITHMS } from '../crypto/dpop.js';

@@ -6,7 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
-import { verifySecretAsync } from '../clients/clients-file.js';
+import { verifySecretAsync } from '../clients/client-secret.js';
 import type { ClientsSource } from '../clients/clients-source.js';
 import { StoreRegisteredClients, type RegisteredClients } from '../clients/registered-clients.js';
 import type { TokenTtls } from '../config/config.js';

@@ -15,7 +15,7 @@ import { Readable } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import type Provider from 'oidc-provider';
 import type { RegisteredClients } from '../clients/registered-clients.js';
-import { verifySecret } from '../clients/clients-file.js';
+import { verifySecret } from '../clients/client-secret.js';
 import { readBody } from '../server/read-body.js';
 import { PATHS } from './paths.js';
 

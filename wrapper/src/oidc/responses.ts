@@ -2,7 +2,7 @@
 // (koa middleware): what Kiwi ID says must match the RFCs and never show a
 // stored secret hash.
 import type Provider from 'oidc-provider';
-import { isSecretHash } from '../clients/clients-file.js';
+import { isSecretHash } from '../clients/client-secret.js';
 import { PATHS } from './paths.js';
 
 type Body = Record<string, unknown>;
