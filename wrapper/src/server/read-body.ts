@@ -14,3 +14,10 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
   }
   return Buffer.concat(chunks);
 }
+
+/** A url-encoded form post's fields; undefined for another content type or a body past `limit`. */
+export async function readForm(req: IncomingMessage, limit = 16_384): Promise<URLSearchParams | undefined> {
+  if (!/^application\/x-www-form-urlencoded\b/i.test(String(req.headers['content-type'] ?? ''))) return undefined;
+  const body = await readBody(req, limit);
+  return body === null ? undefined : new URLSearchParams(body.toString('utf8'));
+}

@@ -8,6 +8,7 @@ import { fetch as undiciFetch, type Dispatcher } from 'undici';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { request } from 'undici';
+import { cookieValue } from '../../server/cookies.js';
 import type { StateStore } from '../../state/store.js';
 import type { AccountClaims } from '../accounts.js';
 import { UpstreamLoginError, type CompletedLogin, type LoginMethod, type Revalidation } from './method.js';
@@ -205,11 +206,3 @@ export class KanidmLogin implements LoginMethod {
 
 /** Kanidm's session cookie (kanidm_proto COOKIE_BEARER_TOKEN). */
 const KANIDM_SESSION_COOKIE = 'bearer';
-
-function cookieValue(header: string | undefined, name: string): string | undefined {
-  for (const part of (header ?? '').split(';')) {
-    const eq = part.indexOf('=');
-    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
-  }
-  return undefined;
-}
