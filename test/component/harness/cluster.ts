@@ -28,7 +28,6 @@ import { createIssuer } from '../../../wrapper/src/oidc/issuer.js';
 import type Provider from 'oidc-provider';
 import type { LoginMethod } from '../../../wrapper/src/oidc/login/method.js';
 import { parseClusterConfig, type DistributedMode } from '../../../wrapper/src/config/cluster.js';
-import { parseListenAddr } from '../../../wrapper/src/config/config.js';
 import { ClusterNode } from '../../../wrapper/src/cluster/index.js';
 import { clusterPaths, createClusterCa, issueNodeCertificate, newNodeKey, writeNodeIdentity } from '../../../wrapper/src/cluster/pki.js';
 
@@ -129,7 +128,6 @@ export class TestNode {
         },
       },
       this.ip,
-      parseListenAddr,
       (k, p) => new Error(`${k}: ${p}`),
     );
   }

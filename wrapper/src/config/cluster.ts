@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
+import { parseListenAddr } from './addresses.js';
 import { isTable, tomlType, type Table } from './toml-types.js';
 import { urlHost } from './url-host.js';
 
@@ -124,112 +125,106 @@ function httpsBase(s: string, what: string): string {
   return s.replace(/\/+$/, '');
 }
 
-/**
- * Parses the cluster keys of a config table. `fail(key, problem)` makes the caller's
- * one-line "FILE: KEY: problem" error; `listenHost` is the wrapper's listener host (the
- * default bind host of the cluster listeners) and `parseAddr` its host:port parser.
- */
-export function parseClusterConfig(
-  raw: Table,
-  listenHost: string,
-  parseAddr: (s: string) => { host: string; port: number },
-  fail: Fail,
-): ClusterConfig {
-  const gossip = section(raw, 'gossip', fail);
-  const cluster = section(raw, 'cluster', fail);
-  const g: Fail = (k, p) => fail(`[gossip].${k}`, p);
-  const c: Fail = (k, p) => fail(`[cluster].${k}`, p);
-  for (const k of Object.keys(gossip)) if (!GOSSIP_KEYS.includes(k)) throw g(k, 'unknown key');
-  for (const k of Object.keys(cluster)) if (!CLUSTER_KEYS.includes(k)) throw c(k, 'unknown key');
+/** Each string of list `key`, checked by `check`; its Error becomes the key's. */
+function checkedList(t: Table, key: string, check: (s: string) => string, fail: Fail): string[] {
+  return stringList(t, key, fail).map((s) => {
+    try {
+      return check(s);
+    } catch (e) {
+      throw fail(key, (e as Error).message);
+    }
+  });
+}
 
-  const rawNodeId = raw.node_id ?? defaultNodeId();
-  if (typeof rawNodeId !== 'string' || rawNodeId === '') throw fail('node_id', `expected a non-empty string, got ${tomlType(rawNodeId)}`);
-  let node_id: string;
+/** A "host:port" key, or `fallback` when absent. */
+function address(t: Table, key: string, fallback: { host: string; port: number }, fail: Fail): { host: string; port: number } {
+  const v = t[key];
+  if (v === undefined) return fallback;
+  if (typeof v !== 'string') throw fail(key, `expected "host:port", got ${tomlType(v)}`);
   try {
-    node_id = checkNodeId(rawNodeId);
+    return parseListenAddr(v);
+  } catch (e) {
+    throw fail(key, (e as Error).message);
+  }
+}
+
+/** node_id: this node's name, the host part of its peer URL; $HOSTNAME by default. */
+function readNodeId(raw: Table, fail: Fail): string {
+  const v = raw.node_id ?? defaultNodeId();
+  if (typeof v !== 'string' || v === '') throw fail('node_id', `expected a non-empty string, got ${tomlType(v)}`);
+  try {
+    return checkNodeId(v);
   } catch (e) {
     throw fail('node_id', (e as Error).message);
   }
+}
 
-  const issuer_aliases = stringList(raw, 'issuer_aliases', fail).map((s) => {
-    try {
-      const base = httpsBase(s, 'an issuer URL');
-      if (s.endsWith('/')) throw new Error(`${JSON.stringify(s)} must not end with a slash`);
-      return base;
-    } catch (e) {
-      throw fail('issuer_aliases', (e as Error).message);
-    }
-  });
+function issuerAlias(s: string): string {
+  const base = httpsBase(s, 'an issuer URL');
+  if (s.endsWith('/')) throw new Error(`${JSON.stringify(s)} must not end with a slash`);
+  return base;
+}
 
-  const peersAll = stringList(gossip, 'peers', g).map((s) => {
-    try {
-      return httpsBase(s, 'the peer\'s gossip listener');
-    } catch (e) {
-      throw g('peers', (e as Error).message);
-    }
-  });
-  // One peers list can be shared by every node: the entry whose host is this node_id is this node.
-  const own = peersAll.find((p) => peerHost(p) === node_id);
-  const peers = [...new Set(peersAll.filter((p) => peerHost(p) !== node_id))];
-  const allowed_node_ids = stringList(gossip, 'allowed_node_ids', g).map((s) => {
-    try {
-      return checkNodeId(s);
-    } catch (e) {
-      throw g('allowed_node_ids', (e as Error).message);
-    }
-  });
+/**
+ * [gossip]. One peers list can be shared by every node: the entry whose host
+ * is this node_id is this node (its port is then the default listen port).
+ */
+function readGossip(gossip: Table, nodeId: string, listenHost: string, g: Fail): GossipConfig {
+  const all = checkedList(gossip, 'peers', (s) => httpsBase(s, 'the peer\'s gossip listener'), g);
+  const own = all.find((p) => peerHost(p) === nodeId);
+  const peers = [...new Set(all.filter((p) => peerHost(p) !== nodeId))];
+  const allowed_node_ids = checkedList(gossip, 'allowed_node_ids', checkNodeId, g);
   const interval_secs = integer(gossip, 'interval_secs', 5, 1, g);
   const tombstone_ttl_secs = integer(gossip, 'tombstone_ttl_secs', 604800, 1, g);
   if (tombstone_ttl_secs <= interval_secs) {
     throw g('tombstone_ttl_secs', `must be greater than interval_secs (${tombstone_ttl_secs} <= ${interval_secs})`);
   }
-  const defaultGossipPort = own ? Number(new URL(own).port || 443) : GOSSIP_DEFAULT_PORT;
-  let listen = { host: listenHost, port: defaultGossipPort };
-  if (gossip.listen_addr !== undefined) {
-    if (typeof gossip.listen_addr !== 'string') throw g('listen_addr', `expected "host:port", got ${tomlType(gossip.listen_addr)}`);
-    try {
-      listen = parseAddr(gossip.listen_addr);
-    } catch (e) {
-      throw g('listen_addr', (e as Error).message);
-    }
-  }
+  const listen = address(gossip, 'listen_addr', { host: listenHost, port: own ? Number(new URL(own).port || 443) : GOSSIP_DEFAULT_PORT }, g);
+  return Object.freeze({
+    peers: Object.freeze(peers),
+    interval_secs,
+    allowed_node_ids: Object.freeze(allowed_node_ids),
+    tombstone_ttl_secs,
+    listen_host: listen.host,
+    listen_port: listen.port,
+  });
+}
 
+/** [cluster]: the distributed mode, its quorum, and Kanidm's replication (on by default in a cluster). */
+function readClusterMode(cluster: Table, listenHost: string, enabled: boolean, c: Fail): ClusterModeConfig {
   const mode = cluster.distributed_mode ?? 'off';
   if (typeof mode !== 'string' || !(DISTRIBUTED_MODES as readonly string[]).includes(mode)) {
     throw c('distributed_mode', `${JSON.stringify(mode)} is not a mode (use one of ${DISTRIBUTED_MODES.join(', ')})`);
   }
-  let repl = { host: listenHost, port: KANIDM_REPLICATION_DEFAULT_PORT };
-  if (cluster.kanidm_replication_addr !== undefined) {
-    if (typeof cluster.kanidm_replication_addr !== 'string') {
-      throw c('kanidm_replication_addr', `expected "host:port", got ${tomlType(cluster.kanidm_replication_addr)}`);
-    }
-    try {
-      repl = parseAddr(cluster.kanidm_replication_addr);
-    } catch (e) {
-      throw c('kanidm_replication_addr', (e as Error).message);
-    }
-  }
-  const enabled = peers.length > 0;
+  const repl = address(cluster, 'kanidm_replication_addr', { host: listenHost, port: KANIDM_REPLICATION_DEFAULT_PORT }, c);
   return Object.freeze({
-    node_id,
-    issuer_aliases: Object.freeze(issuer_aliases),
-    gossip: Object.freeze({
-      peers: Object.freeze(peers),
-      interval_secs,
-      allowed_node_ids: Object.freeze(allowed_node_ids),
-      tombstone_ttl_secs,
-      listen_host: listen.host,
-      listen_port: listen.port,
-    }),
-    cluster: Object.freeze({
-      distributed_mode: mode as DistributedMode,
-      quorum_k: integer(cluster, 'quorum_k', 0, 0, c),
-      quorum_timeout_ms: integer(cluster, 'quorum_timeout_ms', 500, 1, c),
-      quorum_fallback: bool(cluster, 'quorum_fallback', false, c),
-      kanidm_replication: bool(cluster, 'kanidm_replication', enabled, c),
-      kanidm_replication_host: repl.host,
-      kanidm_replication_port: repl.port,
-    }),
-    enabled,
+    distributed_mode: mode as DistributedMode,
+    quorum_k: integer(cluster, 'quorum_k', 0, 0, c),
+    quorum_timeout_ms: integer(cluster, 'quorum_timeout_ms', 500, 1, c),
+    quorum_fallback: bool(cluster, 'quorum_fallback', false, c),
+    kanidm_replication: bool(cluster, 'kanidm_replication', enabled, c),
+    kanidm_replication_host: repl.host,
+    kanidm_replication_port: repl.port,
   });
+}
+
+/**
+ * Parses the cluster keys of a config table. `fail(key, problem)` makes the caller's
+ * one-line "FILE: KEY: problem" error; `listenHost` is the wrapper's listener host (the
+ * default bind host of the cluster listeners).
+ */
+export function parseClusterConfig(raw: Table, listenHost: string, fail: Fail): ClusterConfig {
+  const gossipTable = section(raw, 'gossip', fail);
+  const clusterTable = section(raw, 'cluster', fail);
+  const g: Fail = (k, p) => fail(`[gossip].${k}`, p);
+  const c: Fail = (k, p) => fail(`[cluster].${k}`, p);
+  for (const k of Object.keys(gossipTable)) if (!GOSSIP_KEYS.includes(k)) throw g(k, 'unknown key');
+  for (const k of Object.keys(clusterTable)) if (!CLUSTER_KEYS.includes(k)) throw c(k, 'unknown key');
+
+  const node_id = readNodeId(raw, fail);
+  const issuer_aliases = checkedList(raw, 'issuer_aliases', issuerAlias, fail);
+  const gossip = readGossip(gossipTable, node_id, listenHost, g);
+  const enabled = gossip.peers.length > 0;
+  const cluster = readClusterMode(clusterTable, listenHost, enabled, c);
+  return Object.freeze({ node_id, issuer_aliases: Object.freeze(issuer_aliases), gossip, cluster, enabled });
 }
