@@ -1,5 +1,5 @@
 // `kiwi-id run`: one process that supervises Kanidm and serves the
-// listener, or (`workers` > 1) a primary and its workers (workers.ts).
+// listener, or (`workers` > 1) a primary and its workers (workers/).
 import nodeCluster from 'node:cluster';
 import { KanidmRunConfig } from '../cluster/kanidm-run-config.js';
 import type { KiwiConfig } from '../config/config.js';
@@ -12,14 +12,15 @@ import { serveListener } from './listener.js';
 import { keepWebAssemblyOnBaselineTier } from './wasm-tier.js';
 import type { Running } from './running.js';
 import { createSupervisor } from './upkeep.js';
-import { startPrimary, startWorker } from './workers.js';
+import { startPrimary } from './workers/primary.js';
+import { startWorker } from './workers/worker.js';
 
 export async function startWrapper(cfg: KiwiConfig): Promise<Running> {
   // Every serving process (the one process, or the primary and each worker) holds its heap near its live size.
   tuneHeapGrowth(cfg.heap_growing_percent);
   // ... and keeps the HTTP parser's WebAssembly off the optimising compiler, whose scratch memory malloc keeps.
   keepWebAssemblyOnBaselineTier();
-  // More than one worker: the primary supervises Kanidm, the workers serve (lifecycle/workers.ts).
+  // More than one worker: the primary supervises Kanidm, the workers serve (lifecycle/workers/).
   if (cfg.workers > 1) {
     // The multi-node cluster (gossip listener, Kanidm replication) lives in
     // the one process that serves; it has not been split over workers yet.
