@@ -17,6 +17,15 @@ export interface Phase {
   launcher?: string;
   /** Environment added to the wrapper's (e.g. glibc's MALLOC_ARENA_MAX). */
   env?: Record<string, string>;
+  /** Node's own flags for the wrapper's process, for those NODE_OPTIONS refuses (e.g. --single-threaded-gc). */
+  nodeFlags?: string[];
+}
+
+/** A `node:--FLAG` part of a bench's variant or phase spec, added to `flags`; false if the part is not one. */
+export function addNodeFlag(part: string, flags: string[]): boolean {
+  if (!part.startsWith('node:--')) return false;
+  flags.push(part.slice('node:'.length));
+  return true;
 }
 
 /** A `NAME=VALUE` part of a bench's variant or phase spec, added to `env`; false if the part is not one. */
@@ -128,7 +137,7 @@ export async function runKiwi(node: KiwiNode, ph: Phase): Promise<ChildProcess> 
   const out = fs.openSync(outPath, 'a', 0o600);
   const started = fs.fstatSync(out).size; // this run's output starts here, after earlier phases'
   const args = ['-c', node.config, 'run'];
-  const [command, argv] = ph.launcher ? [ph.launcher, args] : [process.execPath, [...profFlags(), path.join(REPO, 'wrapper/bin/kiwi-id.js'), ...args]];
+  const [command, argv] = ph.launcher ? [ph.launcher, args] : [process.execPath, [...profFlags(), ...(ph.nodeFlags ?? []), path.join(REPO, 'wrapper/bin/kiwi-id.js'), ...args]];
   const child = spawn(command, argv, {
     stdio: ['ignore', out, out],
     env: { ...process.env, ...ph.env, HOME: path.join(node.root, 'cli-home') },

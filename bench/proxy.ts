@@ -37,7 +37,10 @@
 // (lxc/rootfs/usr/lib/kiwi-id/loopback-quickack, run as is): it needs root,
 // and the routes are put back as they were after the phase (and on Ctrl-C);
 // `+NAME=VALUE` adds to the wrapper's environment (e.g.
-// `1+quickack+NODE_OPTIONS=--max-semi-space-size=2`).
+// `1+quickack+NODE_OPTIONS=--max-semi-space-size=2`), and `+node:--FLAG` a flag
+// of Node's own to the wrapper's command line (for those NODE_OPTIONS refuses,
+// e.g. `1+quickack+node:--single-threaded-gc`). Each phase's medians are
+// printed as soon as it ends, and all phases' again at the end of the run.
 //
 //   npm run bench:proxy -- [seconds=5] [connections=32] [rounds=3] [phases=1,2,1/0] [rate=1000]
 //   KIWI_PROF=DIR adds a --cpu-prof of the wrapper (its primary with workers > 1) and of node-floor.
@@ -50,21 +53,21 @@ import os from 'node:os';
 import path from 'node:path';
 import { KiwiNode, REPO } from '../test/integration/harness/kiwi-node.js';
 import { freePort } from '../test/e2e/net.js';
-import { addEnvSetting, closeAgents, get, initKiwi, need, needNodeParts, profFlags, runKiwi, until, wrk, type Load, type Phase } from './kiwi-front.js';
+import { addEnvSetting, addNodeFlag, closeAgents, get, initKiwi, need, needNodeParts, profFlags, runKiwi, until, wrk, type Load, type Phase } from './kiwi-front.js';
 import { childrenOf, commOf, cpuSeconds, rssMiB, rssSplitMiB, settledRssMiB, tree } from './proc.js';
 
 const seconds = Number(process.argv[2] ?? 5);
 const connections = Number(process.argv[3] ?? 32);
 const rounds = Number(process.argv[4] ?? 3);
 /** A phase of this bench: the wrapper's keys and environment, and whether the loopback routes get quick ACKs. */
-type BenchPhase = Phase & { quickack: boolean; env: Record<string, string> };
+type BenchPhase = Phase & { quickack: boolean; env: Record<string, string>; nodeFlags: string[] };
 const phases: BenchPhase[] = (process.argv[5] ?? '1,2,1/0').split(',').map((spec) => {
   const [keys, ...extras] = spec.split('+');
   const [w, h] = keys!.split('/');
-  const ph: BenchPhase = { workers: Number(w), heap: h === undefined ? undefined : Number(h), quickack: false, env: {} };
+  const ph: BenchPhase = { workers: Number(w), heap: h === undefined ? undefined : Number(h), quickack: false, env: {}, nodeFlags: [] };
   for (const extra of extras) {
     if (extra === 'quickack') ph.quickack = true;
-    else if (!addEnvSetting(extra, ph.env)) throw new Error(`phase ${spec}: "+${extra}" is neither quickack nor NAME=VALUE`);
+    else if (!addEnvSetting(extra, ph.env) && !addNodeFlag(extra, ph.nodeFlags)) throw new Error(`phase ${spec}: "+${extra}" is neither quickack, NAME=VALUE nor node:--FLAG`);
   }
   return ph;
 });
@@ -248,7 +251,7 @@ try {
       routesChanged = false;
     }
   }
-  console.log(summary.join('\n'));
+  if (phases.length > 1) console.log(`\nAll phases:${summary.join('\n')}`);
   if (failures > 0) {
     console.error(`\n${failures} requests failed during the run`);
     process.exitCode = 1;
@@ -282,7 +285,7 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
   const sampleRss = () => (rssPeak = Math.max(rssPeak, rssMiB(fronts['kiwi-id'].pids())));
   const connsBefore = await upstreamConnections(node);
 
-  const title = `kiwi-id with workers = ${ph.workers}${ph.heap === undefined ? '' : `, heap_growing_percent = ${ph.heap}`}${ph.quickack ? ', quick ACKs on the loopback routes' : ''}${Object.entries(ph.env).map(([k, v]) => `, ${k}=${v}`).join('')}: reverse proxy in front of Kanidm 1.11.1, wrk -t1 -c${connections}, ${seconds}s per row, ${rounds} rounds, ${os.cpus().length} cores`;
+  const title = `kiwi-id with workers = ${ph.workers}${ph.heap === undefined ? '' : `, heap_growing_percent = ${ph.heap}`}${ph.quickack ? ', quick ACKs on the loopback routes' : ''}${Object.entries(ph.env).map(([k, v]) => `, ${k}=${v}`).join('')}${ph.nodeFlags.map((f) => `, node ${f}`).join('')}: reverse proxy in front of Kanidm 1.11.1, wrk -t1 -c${connections}, ${seconds}s per row, ${rounds} rounds, ${os.cpus().length} cores`;
   console.log(title);
   const wrapperPids = fronts['kiwi-id'].pids;
   /** One row: wrk against the front, and the CPU the front, Kanidm and the wrapper spent per request meanwhile. */
@@ -324,6 +327,7 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
   }
   const connsAfter = await upstreamConnections(node);
 
+  const phaseStart = summary.length;
   summary.push(`\n${title}; medians over ${rounds} rounds`);
   summary.push('| path | row | req/s | p50 ms | p99 ms | front CPU µs/req | Kanidm CPU µs/req | wrapper meanwhile µs/req | ratio to direct | ratio to nginx |');
   summary.push('|---|---|---|---|---|---|---|---|---|---|');
@@ -352,4 +356,6 @@ async function phase(kiwi: ChildProcess, ngx: { port: number; child: ChildProces
   const floors = await referenceRss();
   summary.push(`Node's own floor, idle: node alone ${floors.bare.toFixed(0)} MiB, node with the wrapper's libraries imported (nothing started) ${floors.libraries.toFixed(0)} MiB`);
   summary.push(`kiwi-id connections opened to Kanidm during the measured rounds: ${connsAfter - connsBefore} (keep-alive pool; ${connections} client connections)`);
+  // Now, so a later phase that fails does not take this one's figures with it.
+  console.log(summary.slice(phaseStart).join('\n'));
 }
