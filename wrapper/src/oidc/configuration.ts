@@ -78,6 +78,117 @@ function resourceServers(clients: ClientsSource): Set<string> {
   return out;
 }
 
+/** Token lifetimes from [tokens]; a grant lives as long as its refresh tokens. */
+function lifetimes(ttl: ConfigurationDeps['ttl']): Configuration['ttl'] {
+  return {
+    AccessToken: ttl.access_token_ttl,
+    ClientCredentials: ttl.access_token_ttl,
+    AuthorizationCode: ttl.auth_code_ttl,
+    IdToken: ttl.id_token_ttl,
+    RefreshToken: ttl.refresh_token_ttl,
+    Grant: ttl.refresh_token_ttl,
+    Session: ttl.session_ttl,
+    Interaction: 600,
+    DeviceCode: ttl.device_code_ttl ?? 600,
+  };
+}
+
+/** What Kiwi ID signs with is its one key's algorithm; what it accepts from clients is a fixed safe set. */
+function algorithms(alg: string): Configuration['enabledJWA'] {
+  return {
+    idTokenSigningAlgValues: [alg],
+    userinfoSigningAlgValues: [alg],
+    introspectionSigningAlgValues: [alg],
+    authorizationSigningAlgValues: [alg],
+    clientAuthSigningAlgValues: ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'],
+    // The same set kiwi-id/verify accepts from services' clients.
+    dPoPSigningAlgValues: [...DPOP_ALGORITHMS],
+  } as Configuration['enabledJWA'];
+}
+
+/** RFC 8628, for CLI tools on KiwiStack hosts. The user signs in on the verification page through the same login as every other sign-in. */
+function deviceFlow(): NonNullable<Configuration['features']>['deviceFlow'] {
+  return {
+    enabled: true,
+    charset: 'base-20',
+    mask: '****-****',
+    userCodeInputSource: async (ctx, form, _out, err) => {
+      ctx.type = 'html';
+      ctx.body = deviceInputPage(form, err ? (err as Error).name : undefined);
+    },
+    userCodeConfirmSource: async (ctx, form, client, _deviceInfo, userCode) => {
+      ctx.type = 'html';
+      ctx.body = deviceConfirmPage(form, client.clientName ?? client.clientId, userCode);
+    },
+    successSource: async (ctx) => {
+      ctx.type = 'html';
+      ctx.body = deviceDonePage(ctx.oidc.client?.clientName ?? ctx.oidc.client?.clientId ?? 'The device');
+    },
+  };
+}
+
+/** RFC 8707: a JWT access token for a registered KiwiStack service, which it verifies offline. */
+function resourceIndicators(d: ConfigurationDeps): NonNullable<Configuration['features']>['resourceIndicators'] {
+  return {
+    enabled: true,
+    useGrantedResource: async () => false,
+    getResourceServerInfo: async (_ctx, resource) => {
+      if (!resourceServers(d.clients).has(resource)) {
+        throw new errors.InvalidTarget('resource is not a registered KiwiStack service');
+      }
+      return {
+        scope: USER_DATA_SCOPES,
+        audience: resource,
+        accessTokenTTL: d.ttl.access_token_ttl,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: d.key.alg } },
+      };
+    },
+  };
+}
+
+function features(d: ConfigurationDeps): Configuration['features'] {
+  return {
+    devInteractions: { enabled: false },
+    // Any confidential client (a resource server) may introspect; a public client only its own tokens.
+    introspection: {
+      enabled: true,
+      allowedPolicy: async (ctx, client, token) => client.clientAuthMethod !== 'none' || token.clientId === ctx.oidc.client?.clientId,
+    },
+    revocation: { enabled: true },
+    clientCredentials: { enabled: true },
+    deviceFlow: deviceFlow(),
+    // RFC 9126: available to every client, required per client (require_pushed_authorization_requests).
+    pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false, allowUnregisteredRedirectUris: false },
+    // RFC 9449: available to every client, required per client (dpop_bound_access_tokens); proofs are single-use.
+    dPoP: { enabled: true, allowReplay: false },
+    // OIDC Back-Channel Logout 1.0; delivery is Kiwi ID's (logout/backchannel.ts).
+    backchannelLogout: { enabled: true },
+    // RFC 7591/7592, only with a registration token (absent: /oauth2/register is 404).
+    registration: d.registrationToken
+      ? {
+          enabled: true,
+          initialAccessToken: d.registrationToken,
+          idFactory: registeredClientId,
+          secretFactory: () => generateSecret(),
+        }
+      : { enabled: false },
+    registrationManagement: { enabled: !!d.registrationToken, rotateRegistrationAccessToken: true },
+    rpInitiatedLogout: {
+      enabled: true,
+      logoutSource: async (ctx, form) => {
+        ctx.type = 'html';
+        ctx.body = logoutPage(ctx.host, form);
+      },
+      postLogoutSuccessSource: async (ctx) => {
+        ctx.type = 'html';
+        ctx.body = logoutDonePage();
+      },
+    },
+    resourceIndicators: resourceIndicators(d),
+  };
+}
+
 export function issuerConfiguration(d: ConfigurationDeps): Configuration {
   return {
     adapter: d.adapter as never,
@@ -107,15 +218,7 @@ export function issuerConfiguration(d: ConfigurationDeps): Configuration {
         if (ctx && key === ALLOWED_GROUPS) validateRegisteredMetadata(metadata);
       },
     } as Configuration['extraClientMetadata'],
-    enabledJWA: {
-      idTokenSigningAlgValues: [d.key.alg],
-      userinfoSigningAlgValues: [d.key.alg],
-      introspectionSigningAlgValues: [d.key.alg],
-      authorizationSigningAlgValues: [d.key.alg],
-      clientAuthSigningAlgValues: ['ES256', 'ES384', 'EdDSA', 'RS256', 'PS256'],
-      // The same set kiwi-id/verify accepts from services' clients.
-      dPoPSigningAlgValues: [...DPOP_ALGORITHMS],
-    },
+    enabledJWA: algorithms(d.key.alg),
     cookies: {
       keys: d.cookieKeys,
       // Kanidm shares the origin; prefixed names keep the two apart.
@@ -123,92 +226,11 @@ export function issuerConfiguration(d: ConfigurationDeps): Configuration {
       long: { signed: true, sameSite: 'lax' },
       short: { signed: true, sameSite: 'lax' },
     },
-    ttl: {
-      AccessToken: d.ttl.access_token_ttl,
-      ClientCredentials: d.ttl.access_token_ttl,
-      AuthorizationCode: d.ttl.auth_code_ttl,
-      IdToken: d.ttl.id_token_ttl,
-      RefreshToken: d.ttl.refresh_token_ttl,
-      Grant: d.ttl.refresh_token_ttl,
-      Session: d.ttl.session_ttl,
-      Interaction: 600,
-      DeviceCode: d.ttl.device_code_ttl ?? 600,
-    },
+    ttl: lifetimes(d.ttl),
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     // Every refresh rotates; a rotated-out token used again revokes the grant.
     rotateRefreshToken: true,
-    features: {
-      devInteractions: { enabled: false },
-      // Any confidential client (a resource server) may introspect; a public client only its own tokens.
-      introspection: {
-        enabled: true,
-        allowedPolicy: async (ctx, client, token) => client.clientAuthMethod !== 'none' || token.clientId === ctx.oidc.client?.clientId,
-      },
-      revocation: { enabled: true },
-      clientCredentials: { enabled: true },
-      // RFC 8628, for CLI tools on KiwiStack hosts. The user signs in on the
-      // verification page through the same login as every other sign-in.
-      deviceFlow: {
-        enabled: true,
-        charset: 'base-20',
-        mask: '****-****',
-        userCodeInputSource: async (ctx, form, _out, err) => {
-          ctx.type = 'html';
-          ctx.body = deviceInputPage(form, err ? (err as Error).name : undefined);
-        },
-        userCodeConfirmSource: async (ctx, form, client, _deviceInfo, userCode) => {
-          ctx.type = 'html';
-          ctx.body = deviceConfirmPage(form, client.clientName ?? client.clientId, userCode);
-        },
-        successSource: async (ctx) => {
-          ctx.type = 'html';
-          ctx.body = deviceDonePage(ctx.oidc.client?.clientName ?? ctx.oidc.client?.clientId ?? 'The device');
-        },
-      },
-      // RFC 9126: available to every client, required per client (require_pushed_authorization_requests).
-      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false, allowUnregisteredRedirectUris: false },
-      // RFC 9449: available to every client, required per client (dpop_bound_access_tokens); proofs are single-use.
-      dPoP: { enabled: true, allowReplay: false },
-      // OIDC Back-Channel Logout 1.0; delivery is Kiwi ID's (logout/backchannel.ts).
-      backchannelLogout: { enabled: true },
-      // RFC 7591/7592, only with a registration token (absent: /oauth2/register is 404).
-      registration: d.registrationToken
-        ? {
-            enabled: true,
-            initialAccessToken: d.registrationToken,
-            idFactory: registeredClientId,
-            secretFactory: () => generateSecret(),
-          }
-        : { enabled: false },
-      registrationManagement: { enabled: !!d.registrationToken, rotateRegistrationAccessToken: true },
-      rpInitiatedLogout: {
-        enabled: true,
-        logoutSource: async (ctx, form) => {
-          ctx.type = 'html';
-          ctx.body = logoutPage(ctx.host, form);
-        },
-        postLogoutSuccessSource: async (ctx) => {
-          ctx.type = 'html';
-          ctx.body = logoutDonePage();
-        },
-      },
-      resourceIndicators: {
-        enabled: true,
-        useGrantedResource: async () => false,
-        getResourceServerInfo: async (_ctx, resource) => {
-          if (!resourceServers(d.clients).has(resource)) {
-            throw new errors.InvalidTarget('resource is not a registered KiwiStack service');
-          }
-          return {
-            scope: USER_DATA_SCOPES,
-            audience: resource,
-            accessTokenTTL: d.ttl.access_token_ttl,
-            accessTokenFormat: 'jwt',
-            jwt: { sign: { alg: d.key.alg } },
-          };
-        },
-      },
-    },
+    features: features(d),
     // JWT access tokens carry who the user is, so services need no userinfo call.
     extraTokenClaims: async (_ctx, token) => {
       const accountId = (token as { accountId?: string }).accountId;
@@ -227,5 +249,4 @@ export function issuerConfiguration(d: ConfigurationDeps): Configuration {
       ctx.body = errorPage(String(out.error), String(out.error_description ?? ''));
     },
   };
-
 }
