@@ -168,6 +168,51 @@ async function refuseRegistered(open: OpenRegistered | undefined, file: string, 
   }
 }
 
+/** What `client add`'s options ask for, as the client list's input. */
+function addInput(id: string, opts: AddOptions): ClientInput {
+  const input: ClientInput = {
+    client_id: id,
+    ...(opts.name !== undefined && { client_name: opts.name }),
+    ...(opts.redirectUri !== undefined && { redirect_uris: opts.redirectUri }),
+    ...(opts.postLogoutRedirectUri !== undefined && { post_logout_redirect_uris: opts.postLogoutRedirectUri }),
+    ...(opts.grant !== undefined && { grant_types: opts.grant.map(grantType) }),
+    ...(opts.allowedGroup !== undefined && { allowed_groups: opts.allowedGroup }),
+    ...(opts.public && { token_endpoint_auth_method: 'none' as const }),
+    ...(opts.backchannelLogoutUri !== undefined && { backchannel_logout_uri: opts.backchannelLogoutUri }),
+    ...(opts.requirePar && { require_pushed_authorization_requests: true }),
+    ...(opts.dpop && { dpop_bound_access_tokens: true }),
+  };
+  const grants = (opts.grant ?? []).map(grantType);
+  if (opts.grant !== undefined && !grants.includes('refresh_token')) {
+    // The default scopes include offline_access, which only makes sense with refresh tokens.
+    input.scopes = ['openid', 'profile', 'email', 'groups'];
+  }
+  return input;
+}
+
+/** What `client update`'s options change; a pair that contradicts itself, or nothing at all, is refused. */
+function updateChanges(id: string, opts: UpdateOptions): ClientChanges {
+  if (opts.allowedGroup && opts.clearAllowedGroups) {
+    throw new ClientError(id, 'allowed_groups', '--allowed-group and --clear-allowed-groups contradict each other');
+  }
+  if (opts.backchannelLogoutUri !== undefined && opts.clearBackchannelLogoutUri) {
+    throw new ClientError(id, 'backchannel_logout_uri', '--backchannel-logout-uri and --clear-backchannel-logout-uri contradict each other');
+  }
+  const changes: ClientChanges = {
+    ...(opts.name !== undefined && { client_name: opts.name }),
+    ...(opts.redirectUri !== undefined && { redirect_uris: opts.redirectUri }),
+    ...(opts.postLogoutRedirectUri !== undefined && { post_logout_redirect_uris: opts.postLogoutRedirectUri }),
+    ...(opts.allowedGroup !== undefined && { allowed_groups: opts.allowedGroup }),
+    ...(opts.clearAllowedGroups && { allowed_groups: [] }),
+    ...(opts.backchannelLogoutUri !== undefined && { backchannel_logout_uri: opts.backchannelLogoutUri }),
+    ...(opts.clearBackchannelLogoutUri && { backchannel_logout_uri: '' }),
+    ...(opts.requirePar !== undefined && { require_pushed_authorization_requests: opts.requirePar }),
+    ...(opts.dpop !== undefined && { dpop_bound_access_tokens: opts.dpop }),
+  };
+  if (Object.keys(changes).length === 0) throw new ClientError(id, undefined, 'nothing to change (see kiwi-id client update --help)');
+  return changes;
+}
+
 /**
  * `onExit` receives every exit (usage errors already mapped to exit 2); the
  * default ends the process. Tests pass one that throws, to stay in-process.
@@ -201,23 +246,7 @@ export function registerClientCommands(
     .action((id: string, opts: AddOptions, cmd: Command) =>
       guarded(cmd, () => {
         const file = resolveClientsFile();
-        const input: ClientInput = {
-          client_id: id,
-          ...(opts.name !== undefined && { client_name: opts.name }),
-          ...(opts.redirectUri !== undefined && { redirect_uris: opts.redirectUri }),
-          ...(opts.postLogoutRedirectUri !== undefined && { post_logout_redirect_uris: opts.postLogoutRedirectUri }),
-          ...(opts.grant !== undefined && { grant_types: opts.grant.map(grantType) }),
-          ...(opts.allowedGroup !== undefined && { allowed_groups: opts.allowedGroup }),
-          ...(opts.public && { token_endpoint_auth_method: 'none' as const }),
-          ...(opts.backchannelLogoutUri !== undefined && { backchannel_logout_uri: opts.backchannelLogoutUri }),
-          ...(opts.requirePar && { require_pushed_authorization_requests: true }),
-          ...(opts.dpop && { dpop_bound_access_tokens: true }),
-        };
-        const grants = (opts.grant ?? []).map(grantType);
-        if (opts.grant !== undefined && !grants.includes('refresh_token')) {
-          // The default scopes include offline_access, which only makes sense with refresh tokens.
-          input.scopes = ['openid', 'profile', 'email', 'groups'];
-        }
+        const input = addInput(id, opts);
         const secret = updateClients(file, (list) => {
           const r = addClient(list, input);
           return { clients: r.clients, result: r.secret };
@@ -283,24 +312,7 @@ export function registerClientCommands(
     .action((id: string, opts: UpdateOptions, cmd: Command) =>
       guardedAsync(cmd, async () => {
         await refuseRegistered(openRegistered, resolveClientsFile(), id);
-        if (opts.allowedGroup && opts.clearAllowedGroups) {
-          throw new ClientError(id, 'allowed_groups', '--allowed-group and --clear-allowed-groups contradict each other');
-        }
-        if (opts.backchannelLogoutUri !== undefined && opts.clearBackchannelLogoutUri) {
-          throw new ClientError(id, 'backchannel_logout_uri', '--backchannel-logout-uri and --clear-backchannel-logout-uri contradict each other');
-        }
-        const changes: ClientChanges = {
-          ...(opts.name !== undefined && { client_name: opts.name }),
-          ...(opts.redirectUri !== undefined && { redirect_uris: opts.redirectUri }),
-          ...(opts.postLogoutRedirectUri !== undefined && { post_logout_redirect_uris: opts.postLogoutRedirectUri }),
-          ...(opts.allowedGroup !== undefined && { allowed_groups: opts.allowedGroup }),
-          ...(opts.clearAllowedGroups && { allowed_groups: [] }),
-          ...(opts.backchannelLogoutUri !== undefined && { backchannel_logout_uri: opts.backchannelLogoutUri }),
-          ...(opts.clearBackchannelLogoutUri && { backchannel_logout_uri: '' }),
-          ...(opts.requirePar !== undefined && { require_pushed_authorization_requests: opts.requirePar }),
-          ...(opts.dpop !== undefined && { dpop_bound_access_tokens: opts.dpop }),
-        };
-        if (Object.keys(changes).length === 0) throw new ClientError(id, undefined, 'nothing to change (see kiwi-id client update --help)');
+        const changes = updateChanges(id, opts);
         const file = resolveClientsFile();
         const updated = updateClients(file, (list) => {
           const clients = updateClient(list, id, changes);
