@@ -31,10 +31,13 @@ export async function kanidmProof(provider: Provider, req: IncomingMessage, res:
   return { person: s.accountId, sessionUid: s.uid };
 }
 
-/** Still the session that asked: the same session and person (a link must not land on whoever signed in since). */
+/** The same session and the same person: a link must not land on whoever signed in since. */
+export const sameProof = (a: KanidmProof, b: KanidmProof): boolean => a.sessionUid === b.sessionUid && a.person === b.person;
+
+/** Still the session that asked (signed in at any time: the proof's age was checked when it was asked). */
 export async function sameSession(provider: Provider, proof: KanidmProof, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
   const s = await session(provider, req, res);
-  return s.uid === proof.sessionUid && s.accountId === proof.person;
+  return s.accountId !== undefined && sameProof({ person: s.accountId, sessionUid: s.uid }, proof);
 }
 
 /** The person's name for the pages (the account snapshot's username), or its id. */

@@ -1,11 +1,17 @@
 // The pages federation shows: the sign-in choice, the "not linked" answer,
 // and the self-service link pages. Self-contained like the issuer's own pages
 // (one inline style, no scripts, no external resources); every value escaped.
+import type { UpstreamIdp } from '../config/federation.js';
 import { escapeHtml, htmlPage } from '../server/html.js';
 
 export interface ChoiceOption {
   id: string;
   label: string;
+}
+
+/** One choice per configured upstream IdP, for the sign-in step and the Linked accounts page. */
+export function idpChoices(idps: readonly UpstreamIdp[]): ChoiceOption[] {
+  return idps.map((i) => ({ id: i.id, label: i.display_name }));
 }
 
 /** The sign-in step: Kanidm (password / passkey) and one button per upstream IdP. */
@@ -59,6 +65,11 @@ export function linkNeedsKanidmPage(windowMinutes: number): string {
 
 export function linkedPage(idpName: string, person: string): string {
   return htmlPage('Account linked', `<h1>Account linked</h1><p>Your ${escapeHtml(idpName)} account now signs you in as <strong>${escapeHtml(person)}</strong>.</p>`);
+}
+
+/** A link was refused because the upstream identity already belongs to another person. */
+export function alreadyLinkedPage(idpName: string): string {
+  return federationErrorPage(`This ${idpName} account is already linked to another Kiwi ID account. Ask an administrator.`);
 }
 
 export function federationErrorPage(message: string, returnTo?: string): string {

@@ -30,7 +30,7 @@ export type Pending = PendingPurpose & {
   binding: string;
 };
 
-export const sha256 = (s: string) => createHash('sha256').update(s).digest('base64url');
+const sha256 = (s: string) => createHash('sha256').update(s).digest('base64url');
 
 function sameSecret(a: string, b: string): boolean {
   const x = Buffer.from(a);

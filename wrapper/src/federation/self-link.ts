@@ -12,10 +12,10 @@ import { sendErrorPage } from '../server/error-page.js';
 import { sendHtml } from '../server/html.js';
 import { readForm } from '../server/read-body.js';
 import type { StateStore } from '../state/store.js';
-import { kanidmProof, personName, sameSession, SELF_LINK_WINDOW_S, type KanidmProof } from './kanidm-proof.js';
+import { kanidmProof, personName, sameProof, sameSession, SELF_LINK_WINDOW_S, type KanidmProof } from './kanidm-proof.js';
 import { LinkConflictError, type LinkStore } from './links.js';
 import type { FederationMetrics } from './metrics.js';
-import { federationErrorPage, linkChoicePage, linkedPage, linkNeedsKanidmPage } from './pages.js';
+import { alreadyLinkedPage, idpChoices, linkChoicePage, linkedPage, linkNeedsKanidmPage } from './pages.js';
 import { PENDING_TTL_S, sendToUpstream, type Pending } from './pending-login.js';
 import type { UpstreamClient, UpstreamIdentity } from './upstream-client.js';
 
@@ -50,8 +50,7 @@ export class SelfServiceLinks {
     if (!proof) return this.needsKanidm(res);
     const csrf = randomBytes(24).toString('base64url');
     await this.d.store.upsert(LINK_CSRF, csrf, { ...proof }, PENDING_TTL_S);
-    const options = this.d.config.upstream_idps.map((i) => ({ id: i.id, label: i.display_name }));
-    sendHtml(res, 200, linkChoicePage(LINK_PAGE, await personName(this.parts.accounts, proof.person), csrf, options));
+    sendHtml(res, 200, linkChoicePage(LINK_PAGE, await personName(this.parts.accounts, proof.person), csrf, idpChoices(this.d.config.upstream_idps)));
   }
 
   /** POST: the chosen IdP, from the same session the form was made for; off to sign in there. */
@@ -61,7 +60,7 @@ export class SelfServiceLinks {
     const rec = csrf ? await this.d.store.find(LINK_CSRF, csrf) : undefined;
     const bound = rec?.payload as unknown as KanidmProof | undefined;
     const proof = await kanidmProof(this.parts.provider, req, res);
-    if (!bound || !proof || bound.sessionUid !== proof.sessionUid || bound.person !== proof.person ||
+    if (!bound || !proof || !sameProof(bound, proof) ||
         (await this.d.store.consumeOnce(LINK_CSRF, csrf)) !== 'consumed') {
       return this.needsKanidm(res, 400);
     }
@@ -85,7 +84,7 @@ export class SelfServiceLinks {
     } catch (err) {
       if (!(err instanceof LinkConflictError)) throw err;
       this.d.log.warn({ idp: idp.id, person: pending.person }, 'self-service link refused: identity linked to another person');
-      return sendHtml(res, 409, federationErrorPage(`This ${idp.display_name} account is already linked to another Kiwi ID account. Ask an administrator.`));
+      return sendHtml(res, 409, alreadyLinkedPage(idp.display_name));
     }
     sendHtml(res, 200, linkedPage(idp.display_name, name));
   }

@@ -22,10 +22,10 @@ import { sendErrorPage } from '../server/error-page.js';
 import { sendHtml } from '../server/html.js';
 import { readForm } from '../server/read-body.js';
 import { DirectoryError, personClaims, type Person, type PersonDirectory } from './directory.js';
-import { kanidmProof, personName, type KanidmProof } from './kanidm-proof.js';
+import { kanidmProof, personName, sameProof, type KanidmProof } from './kanidm-proof.js';
 import { LinkConflictError, type FederatedLink } from './links.js';
 import type { SignInResult } from './metrics.js';
-import { choicePage, confirmLinkPage, federationErrorPage, notLinkedPage, type ChoiceOption } from './pages.js';
+import { alreadyLinkedPage, choicePage, confirmLinkPage, federationErrorPage, idpChoices, notLinkedPage, type ChoiceOption } from './pages.js';
 import { PENDING_TTL_S, sendToUpstream, takePending } from './pending-login.js';
 import { LINK_PAGE, SelfServiceLinks, type LinkDeps } from './self-link.js';
 import { UpstreamError, type UpstreamIdentity } from './upstream-client.js';
@@ -55,10 +55,6 @@ export class FederatedSignIn implements IssuerExtension {
   ) {
     for (const idp of d.config.upstream_idps) this.callbacks.set(idp.callback_path, idp);
     this.selfLinks = new SelfServiceLinks(d, parts);
-  }
-
-  private get options(): ChoiceOption[] {
-    return this.d.config.upstream_idps.map((i) => ({ id: i.id, label: i.display_name }));
   }
 
   matches(pathname: string): boolean {
@@ -103,7 +99,7 @@ export class FederatedSignIn implements IssuerExtension {
     }
     const client = await this.parts.provider.Client.find(String(details.params.client_id));
     const service = client?.clientName ?? String(details.params.client_id);
-    sendHtml(res, 200, choicePage(url.pathname, service, [KANIDM_CHOICE, ...this.options]));
+    sendHtml(res, 200, choicePage(url.pathname, service, [KANIDM_CHOICE, ...idpChoices(this.d.config.upstream_idps)]));
     return true;
   }
 
@@ -223,7 +219,7 @@ export class FederatedSignIn implements IssuerExtension {
     const offer = rec?.payload as unknown as LinkOffer | undefined;
     const proof = await kanidmProof(this.parts.provider, req, res);
     const idp = offer && this.d.config.upstream_idps.find((i) => i.id === offer.idp);
-    if (!offer || !idp || !proof || proof.sessionUid !== offer.sessionUid || proof.person !== offer.person ||
+    if (!offer || !idp || !proof || !sameProof(proof, offer) ||
         (await this.d.store.consumeOnce(LINK_OFFER, token)) !== 'consumed') {
       return sendErrorPage(req, res, 400, AGAIN);
     }
@@ -240,7 +236,7 @@ export class FederatedSignIn implements IssuerExtension {
       }));
     } catch (err) {
       if (!(err instanceof LinkConflictError)) throw err;
-      return sendHtml(res, 409, federationErrorPage(`This ${idp.display_name} account is already linked to another Kiwi ID account. Ask an administrator.`));
+      return sendHtml(res, 409, alreadyLinkedPage(idp.display_name));
     }
     this.d.log.info({ idp: idp.id, person: link.person, link: link.id }, 'self-service link (during sign-in)');
     return this.signInAs(idp, { amr: offer.amr, acr: offer.acr }, link, offer.uid, req, res);
