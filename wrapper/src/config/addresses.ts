@@ -5,6 +5,11 @@ import net from 'node:net';
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
+/** An IPv4 address or a DNS name. All-digit dotted names would pass the hostname rule, so they are judged as IPv4. */
+export function isIpv4OrHostname(s: string): boolean {
+  return /^[\d.]+$/.test(s) ? net.isIPv4(s) : HOSTNAME.test(s);
+}
+
 /** Splits "host:port" (IPv4, [IPv6] or hostname). */
 export function parseListenAddr(s: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]*)\]|([^:[\]]+)):(\d{1,5})$/.exec(s);
@@ -20,8 +25,7 @@ export function parseListenAddr(s: string): { host: string; port: number } {
     return { host: m[1], port };
   }
   const host = m[2];
-  // All-digit dotted names would pass the hostname rule, so judge them as IPv4 instead.
-  if (/^[\d.]+$/.test(host) ? !net.isIPv4(host) : !HOSTNAME.test(host)) {
+  if (!isIpv4OrHostname(host)) {
     throw new Error(`${JSON.stringify(host)} is not a valid IPv4 address or hostname`);
   }
   return { host, port };

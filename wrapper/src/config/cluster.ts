@@ -5,9 +5,8 @@
 // Everything is optional: without `[gossip] peers` the node runs alone, exactly as before.
 
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
-import { parseListenAddr } from './addresses.js';
+import { isIpv4OrHostname, parseListenAddr } from './addresses.js';
 import { isTable, tomlType, type Table } from './toml-types.js';
 import { urlHost } from './url-host.js';
 
@@ -57,11 +56,9 @@ const CLUSTER_KEYS = [
 export const GOSSIP_DEFAULT_PORT = 8445;
 export const KANIDM_REPLICATION_DEFAULT_PORT = 8444;
 
-/** node_id is the hostname part of peer URLs: DNS name or IP literal. */
-const NODE_ID = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
-
+/** node_id is the hostname part of peer URLs: a DNS name or an IPv4 address. */
 export function checkNodeId(v: string): string {
-  if (net.isIP(v) === 4 || (net.isIP(v) === 0 && NODE_ID.test(v) && !/^[\d.]+$/.test(v))) return v.toLowerCase();
+  if (isIpv4OrHostname(v)) return v.toLowerCase();
   throw new Error(`${JSON.stringify(v)} is not a hostname or IPv4 address (it must be the host part of this node's peer URL)`);
 }
 
