@@ -8,7 +8,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ClientError, ClientsFileError, UnknownClientError } from '../clients/client-errors.js';
 import { addClient, findClient, removeClient, rotateSecret, updateClient, type ClientChanges } from '../clients/client-list.js';
-import { GRANT_TYPES, type ClientInput, type ClientRecord, type GrantType, DEVICE_CODE_GRANT } from '../clients/client-record.js';
+import { DEFAULT_SCOPES, DEVICE_CODE_GRANT, GRANT_TYPES, type ClientInput, type ClientRecord, type GrantType } from '../clients/client-record.js';
 import { loadClients, updateClients } from '../clients/clients-file.js';
 import type { RegisteredClient, RegisteredClients } from '../clients/registered-clients.js';
 
@@ -182,10 +182,9 @@ function addInput(id: string, opts: AddOptions): ClientInput {
     ...(opts.requirePar && { require_pushed_authorization_requests: true }),
     ...(opts.dpop && { dpop_bound_access_tokens: true }),
   };
-  const grants = (opts.grant ?? []).map(grantType);
-  if (opts.grant !== undefined && !grants.includes('refresh_token')) {
+  if (input.grant_types && !input.grant_types.includes('refresh_token')) {
     // The default scopes include offline_access, which only makes sense with refresh tokens.
-    input.scopes = ['openid', 'profile', 'email', 'groups'];
+    input.scopes = DEFAULT_SCOPES.filter((s) => s !== 'offline_access');
   }
   return input;
 }
@@ -311,9 +310,9 @@ export function registerClientCommands(
     .option('--no-dpop', 'allow bearer access tokens')
     .action((id: string, opts: UpdateOptions, cmd: Command) =>
       guardedAsync(cmd, async () => {
-        await refuseRegistered(openRegistered, resolveClientsFile(), id);
-        const changes = updateChanges(id, opts);
         const file = resolveClientsFile();
+        await refuseRegistered(openRegistered, file, id);
+        const changes = updateChanges(id, opts);
         const updated = updateClients(file, (list) => {
           const clients = updateClient(list, id, changes);
           return { clients, result: findClient(clients, id)! };
@@ -326,8 +325,8 @@ export function registerClientCommands(
     .argument('<id>', 'client_id')
     .action((id: string, _opts: unknown, cmd: Command) =>
       guardedAsync(cmd, async () => {
-        await refuseRegistered(openRegistered, resolveClientsFile(), id);
         const file = resolveClientsFile();
+        await refuseRegistered(openRegistered, file, id);
         const secret = updateClients(file, (list) => {
           const r = rotateSecret(list, id);
           return { clients: r.clients, result: r.secret };

@@ -7,7 +7,7 @@ import { isTable, TableReader, tomlType, type Table } from '../config/toml-types
 import { ClientError } from './client-errors.js';
 import {
   AUTH_METHODS, DEFAULT_AUTH_METHOD, DEFAULT_GRANT_TYPES, DEFAULT_SCOPES, DEVICE_CODE_GRANT, GRANT_TYPES,
-  type ClientRecord, type GrantType, type Jwks, type TokenEndpointAuthMethod,
+  usesSecret, type ClientRecord, type GrantType, type Jwks, type TokenEndpointAuthMethod,
 } from './client-record.js';
 import { isSecretHash } from './client-secret.js';
 
@@ -188,7 +188,7 @@ function readRequirements(e: Entry, grants: readonly GrantType[]) {
 /** The client's credential, exactly the one its method uses: a secret's hash, or public keys. */
 function readCredential(e: Entry, raw: Table, method: TokenEndpointAuthMethod): { client_secret_hash?: string; jwks?: Jwks } {
   const hash = raw.client_secret_hash;
-  if (method === 'client_secret_basic' || method === 'client_secret_post') {
+  if (usesSecret(method)) {
     if (hash === undefined) {
       throw e.error('client_secret_hash', `is required for token_endpoint_auth_method "${method}" (use "kiwi-id client rotate-secret")`);
     }
