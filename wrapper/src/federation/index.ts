@@ -14,6 +14,7 @@ import type { StateStore } from '../state/store.js';
 import { DirectoryError, KanidmDirectory, type PersonDirectory } from './directory.js';
 import { JwtBearerGrant } from './jwt-bearer.js';
 import { LinkStore } from './links.js';
+import type { FederationParts } from './parts.js';
 import { federationMetrics } from './metrics.js';
 import { FederatedSignIn } from './sign-in.js';
 import { UpstreamClient } from './upstream-client.js';
@@ -49,13 +50,12 @@ export function createFederation(o: FederationOptions): Federation {
       new UpstreamClient(idp, { redirectUri: o.issuer + idp.callback_path, clockSkewSecs: cfg.max_clock_skew_secs, defaultCaFile: cfg.ca_file }),
     ]),
   );
-  const bearer = new JwtBearerGrant({
-    config: cfg, issuer: o.issuer, tokenEndpoint: o.issuer + PATHS.token, store: o.store, links, directory: o.directory, metrics, log: o.log,
-  });
+  const shared: FederationParts = { config: cfg, issuer: o.issuer, store: o.store, links, directory: o.directory, metrics, log: o.log };
+  const bearer = new JwtBearerGrant({ ...shared, tokenEndpoint: o.issuer + PATHS.token });
   const extension: IssuerExtensionFactory = (parts): IssuerExtension => {
     bearer.register(parts);
     if (clients.size === 0) return {};
-    return new FederatedSignIn({ config: cfg, issuer: o.issuer, store: o.store, links, directory: o.directory, metrics, clients, log: o.log }, parts);
+    return new FederatedSignIn({ ...shared, clients }, parts);
   };
   return {
     extension,

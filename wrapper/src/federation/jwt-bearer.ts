@@ -12,27 +12,17 @@ import { createRemoteJWKSet, customFetch, decodeJwt, errors as joseErrors, jwtVe
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import { fetch as undiciFetch, type Dispatcher } from 'undici';
-import type { Logger } from 'pino';
 import type { FederationConfig } from '../config/federation.js';
 import type { IssuerParts } from '../oidc/extension.js';
-import type { StateStore } from '../state/store.js';
-import { DirectoryError, personClaims, type PersonDirectory } from './directory.js';
-import type { LinkStore } from './links.js';
-import type { FederationMetrics } from './metrics.js';
+import { DirectoryError, personClaims } from './directory.js';
+import type { FederationParts } from './parts.js';
 import { ID_TOKEN_ALGS, upstreamDispatcher } from './upstream-client.js';
 
 export const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const JTI_MODEL = 'JwtBearerJti';
 
-export interface JwtBearerDeps {
-  config: FederationConfig;
-  issuer: string;
+export interface JwtBearerDeps extends FederationParts {
   tokenEndpoint: string;
-  store: StateStore;
-  links: LinkStore;
-  directory: PersonDirectory;
-  metrics: FederationMetrics;
-  log: Logger;
 }
 
 type Jwks = ReturnType<typeof createRemoteJWKSet>;

@@ -5,16 +5,14 @@
 // if the same session and person are still at the browser.
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Logger } from 'pino';
-import type { FederationConfig, UpstreamIdp } from '../config/federation.js';
+import type { UpstreamIdp } from '../config/federation.js';
 import type { IssuerParts } from '../oidc/extension.js';
 import { sendErrorPage } from '../server/error-page.js';
 import { sendHtml } from '../server/html.js';
 import { readForm } from '../server/read-body.js';
-import type { StateStore } from '../state/store.js';
 import { kanidmProof, personName, sameProof, sameSession, SELF_LINK_WINDOW_S, type KanidmProof } from './kanidm-proof.js';
-import { LinkConflictError, type LinkStore } from './links.js';
-import type { FederationMetrics } from './metrics.js';
+import { LinkConflictError } from './links.js';
+import type { FederationParts } from './parts.js';
 import { alreadyLinkedPage, idpChoices, linkChoicePage, linkedPage, linkNeedsKanidmPage } from './pages.js';
 import { PENDING_TTL_S, sendToUpstream, type Pending } from './pending-login.js';
 import type { UpstreamClient, UpstreamIdentity } from './upstream-client.js';
@@ -23,15 +21,10 @@ export const LINK_PAGE = '/oauth2/federation/link';
 /** The state store's model of the page's single-use form tokens. */
 const LINK_CSRF = 'FederationLinkCsrf';
 
-/** What linking needs of federation; the sign-in flow's dependencies extend it. */
-export interface LinkDeps {
-  config: FederationConfig;
-  store: StateStore;
-  links: LinkStore;
-  metrics: FederationMetrics;
+/** What linking needs of federation's parts; the sign-in flow's dependencies extend it. */
+export interface LinkDeps extends Pick<FederationParts, 'config' | 'store' | 'links' | 'metrics' | 'log'> {
   /** One client per configured upstream IdP, by id. */
   clients: ReadonlyMap<string, UpstreamClient>;
-  log: Logger;
 }
 
 export class SelfServiceLinks {

@@ -21,10 +21,11 @@ import { storeInteractionResult } from '../oidc/interactions/login-callback.js';
 import { sendErrorPage } from '../server/error-page.js';
 import { sendHtml } from '../server/html.js';
 import { readForm } from '../server/read-body.js';
-import { DirectoryError, personClaims, type Person, type PersonDirectory } from './directory.js';
+import { DirectoryError, personClaims, type Person } from './directory.js';
 import { kanidmProof, personName, sameProof, type KanidmProof } from './kanidm-proof.js';
 import { LinkConflictError, type FederatedLink } from './links.js';
 import type { SignInResult } from './metrics.js';
+import type { FederationParts } from './parts.js';
 import { alreadyLinkedPage, choicePage, confirmLinkPage, federationErrorPage, idpChoices, notLinkedPage, type ChoiceOption } from './pages.js';
 import { PENDING_TTL_S, sendToUpstream, takePending } from './pending-login.js';
 import { LINK_PAGE, SelfServiceLinks, type LinkDeps } from './self-link.js';
@@ -38,10 +39,7 @@ const KANIDM_CHOICE: ChoiceOption = { id: 'kanidm', label: 'Kanidm (password or 
 const AGAIN = 'This sign-in could not be completed. Please start again from the service.';
 const EXPIRED = 'This sign-in has expired. Please start again from the service.';
 
-export interface SignInDeps extends LinkDeps {
-  issuer: string;
-  directory: PersonDirectory;
-}
+export interface SignInDeps extends FederationParts, LinkDeps {}
 
 type LinkOffer = KanidmProof & { idp: string; issuer: string; sub: string; uid: string; amr?: string[]; acr?: string };
 
